@@ -1,0 +1,116 @@
+"""Train-state and optimizer helpers shared by every paper's trainer.
+
+The step counter counts *micro-batches*; with gradient accumulation (`optax.MultiSteps`) the
+optimizer updates every `grad_accum_steps` of them, and schedules count updates.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import optax
+
+from lite_jax.core.errors import UserError
+
+
+class TrainState(flax.struct.PyTreeNode):
+  """Everything a step changes. Dropout keys are `fold_in(dropout_key, step)`: reproducible
+  from the seed and identical after a resume."""
+  step: jax.Array
+  params: Any
+  opt_state: Any
+  dropout_key: jax.Array
+  tx: optax.GradientTransformation = flax.struct.field(pytree_node=False)
+
+  @classmethod
+  def create(cls, params: Any, tx: optax.GradientTransformation, dropout_key: jax.Array):
+    return cls(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
+               dropout_key=dropout_key, tx=tx)
+
+  def apply_gradients(self, grads: Any) -> "TrainState":
+    updates, opt_state = self.tx.update(grads, self.opt_state, self.params)
+    return self.replace(step=self.step + 1, params=optax.apply_updates(self.params, updates),
+                        opt_state=opt_state)
+
+  def step_key(self) -> jax.Array:
+    return jax.random.fold_in(self.dropout_key, self.step)
+
+
+def warmup_cosine_schedule(*, peak_lr: float, warmup_steps: int, total_steps: int,
+                           warmup_init_lr: float = 1e-7, min_lr: float = 1e-7) -> optax.Schedule:
+  """fairseq `cosine`: linear warmup init->peak, then one half-cosine to `min_lr` at the end."""
+  if total_steps <= warmup_steps:
+    raise UserError(f"total_steps ({total_steps}) must exceed warmup_steps ({warmup_steps}).")
+  def schedule(count):
+    count = jnp.asarray(count, jnp.float32)
+    warm = warmup_init_lr + (peak_lr - warmup_init_lr) * count / max(warmup_steps, 1)
+    progress = jnp.clip((count - warmup_steps) / (total_steps - warmup_steps), 0.0, 1.0)
+    cosine = min_lr + 0.5 * (peak_lr - min_lr) * (1.0 + jnp.cos(math.pi * progress))
+    return jnp.where(count < warmup_steps, warm, cosine)
+  return schedule
+
+
+def inverse_sqrt_schedule(*, peak_lr: float, warmup_steps: int,
+                          warmup_init_lr: float = 1e-7) -> optax.Schedule:
+  """fairseq `inverse_sqrt`: linear warmup, then `peak_lr * sqrt(warmup / step)`."""
+  def schedule(count):
+    count = jnp.maximum(jnp.asarray(count, jnp.float32), 1.0)
+    warm = warmup_init_lr + (peak_lr - warmup_init_lr) * count / max(warmup_steps, 1)
+    return jnp.where(count < warmup_steps, warm, peak_lr * jnp.sqrt(warmup_steps / count))
+  return schedule
+
+
+def make_schedule(optim_config) -> optax.Schedule:
+  """The learning-rate schedule named by `optim_config.schedule`."""
+  name = optim_config.schedule
+  if name == "cosine":
+    return warmup_cosine_schedule(peak_lr=optim_config.learning_rate,
+                                  warmup_steps=optim_config.warmup_steps,
+                                  total_steps=optim_config.total_updates,
+                                  warmup_init_lr=optim_config.warmup_init_lr,
+                                  min_lr=optim_config.min_lr)
+  if name == "inverse_sqrt":
+    return inverse_sqrt_schedule(peak_lr=optim_config.learning_rate,
+                                 warmup_steps=optim_config.warmup_steps,
+                                 warmup_init_lr=optim_config.warmup_init_lr)
+  if name == "constant":
+    return optax.constant_schedule(optim_config.learning_rate)
+  raise UserError(f"unknown learning-rate schedule {name!r}; choose cosine, inverse_sqrt or "
+                  f"constant.")
+
+
+def make_optimizer(optim_config) -> tuple[optax.GradientTransformation, optax.Schedule]:
+  """Adam(W) with optional clipping, wrapped in `optax.MultiSteps` for gradient accumulation.
+
+  `optim_config` fields: learning_rate, schedule, warmup_steps, warmup_init_lr, min_lr,
+  total_updates, b1, b2, eps, weight_decay, clip_norm (0 = off), grad_accum_steps.
+  """
+  schedule = make_schedule(optim_config)
+  parts = []
+  if optim_config.clip_norm:
+    parts.append(optax.clip_by_global_norm(optim_config.clip_norm))
+  # fairseq's Adam adds weight decay to the gradient (L2), not decoupled AdamW.
+  if optim_config.weight_decay:
+    parts.append(optax.add_decayed_weights(optim_config.weight_decay))
+  parts.append(optax.scale_by_adam(b1=optim_config.b1, b2=optim_config.b2,
+                                   eps=optim_config.eps))
+  parts.append(optax.scale_by_learning_rate(schedule))
+  tx = optax.chain(*parts)
+  if optim_config.grad_accum_steps > 1:
+    tx = optax.MultiSteps(tx, every_k_schedule=optim_config.grad_accum_steps)
+  return tx, schedule
+
+
+class NonFiniteLossError(UserError):
+  """Training produced NaN/inf; the checkpoints written before it are kept."""
+
+
+def check_finite(value: float, step: int, what: str = "loss") -> None:
+  if not math.isfinite(value):
+    raise NonFiniteLossError(
+        f"the {what} became {value} at step {step}; lower the learning rate or check the data "
+        f"(checkpoints written before this step are kept).")

@@ -1,0 +1,158 @@
+"""Tests for lite_jax.core: checkpoints, schedules, MAC counting, errors, mesh."""
+
+import json
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from ml_collections import ConfigDict
+
+from lite_jax import core
+from lite_jax.core import macs, train
+
+
+def _state(width=4, seed=0):
+  params = {"w": jax.random.normal(jax.random.PRNGKey(seed), (3, width)), "b": jnp.zeros(width)}
+  return core.TrainState.create(params, optax.adam(1e-3), jax.random.PRNGKey(1))
+
+
+def test_checkpoint_round_trip_with_data_state(tmp_path):
+  ckpt = core.Checkpointer(tmp_path / "ckpt", max_to_keep=2, async_save=False)
+  state = _state()
+  state = state.apply_gradients(jax.tree.map(jnp.ones_like, state.params))
+  ckpt.save(7, state, data_state={"position": 12}, config={"d": 4})
+  ckpt.wait()
+  restored, data_state = ckpt.restore_latest(core.abstract_like(state))
+  assert data_state == {"position": 12}
+  assert ckpt.restore_config() == {"d": 4}
+  for a, b in zip(jax.tree.leaves(state), jax.tree.leaves(restored)):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_checkpoint_keeps_latest_n_and_averages(tmp_path):
+  ckpt = core.Checkpointer(tmp_path, max_to_keep=2, async_save=False)
+  state = _state()
+  for step, value in [(1, 1.0), (2, 2.0), (3, 4.0)]:
+    ckpt.save(step, state.replace(params=jax.tree.map(lambda x: jnp.full_like(x, value),
+                                                      state.params)))
+  ckpt.wait()
+  assert ckpt.all_steps() == [2, 3]
+  averaged = ckpt.average_params(core.abstract_like(state), last_n=2)
+  np.testing.assert_allclose(averaged["w"], 3.0)
+
+
+def test_checkpoint_from_other_model_is_a_user_error(tmp_path):
+  ckpt = core.Checkpointer(tmp_path, async_save=False)
+  ckpt.save(1, _state(width=4))
+  ckpt.wait()
+  with pytest.raises(core.UserError, match="does not fit this model"):
+    ckpt.restore_latest(core.abstract_like(_state(width=5)))
+
+
+def test_cosine_schedule_matches_fairseq_recipe():
+  schedule = train.warmup_cosine_schedule(peak_lr=1e-3, warmup_steps=5000, total_steps=50000)
+  assert float(schedule(0)) == pytest.approx(1e-7)
+  assert float(schedule(5000)) == pytest.approx(1e-3)
+  assert float(schedule(27500)) == pytest.approx((1e-3 + 1e-7) / 2, rel=1e-5)
+  assert float(schedule(50000)) == pytest.approx(1e-7, abs=1e-12)
+
+
+def test_inverse_sqrt_schedule():
+  schedule = train.inverse_sqrt_schedule(peak_lr=5e-4, warmup_steps=4000)
+  assert float(schedule(4000)) == pytest.approx(5e-4)
+  assert float(schedule(16000)) == pytest.approx(2.5e-4)
+  assert float(schedule(2000)) == pytest.approx(1e-7 + (5e-4 - 1e-7) / 2)
+
+
+def test_gradient_accumulation_equals_big_batch():
+  config = ConfigDict(dict(learning_rate=0.1, schedule="constant", clip_norm=0.0,
+                           weight_decay=0.0, b1=0.9, b2=0.98, eps=1e-8, grad_accum_steps=2))
+  tx, _ = train.make_optimizer(config)
+  config.grad_accum_steps = 1
+  tx_big, _ = train.make_optimizer(config)
+  params = jnp.ones(3)
+  g1, g2 = jnp.array([1.0, 2.0, 3.0]), jnp.array([3.0, 0.0, -1.0])
+  state = tx.init(params)
+  _, state = tx.update(g1, state, params)
+  updates, _ = tx.update(g2, state, params)
+  big_updates, _ = tx_big.update((g1 + g2) / 2, tx_big.init(params), params)
+  np.testing.assert_allclose(updates, big_updates, rtol=1e-6)
+
+
+def test_check_finite():
+  train.check_finite(1.0, 3)
+  with pytest.raises(core.NonFiniteLossError, match="step 3"):
+    train.check_finite(float("nan"), 3)
+
+
+def test_count_macs_against_closed_forms():
+  f32 = jnp.float32
+  dense = lambda x, w: jnp.einsum("btd,df->btf", x, w)
+  assert core.count_macs(dense, jax.ShapeDtypeStruct((2, 3, 4), f32),
+                         jax.ShapeDtypeStruct((4, 5), f32)) == 2 * 3 * 4 * 5
+  # Batched attention-style matmul: [b, h, q, d] x [b, h, k, d] -> b*h*q*k*d.
+  scores = lambda q, k: jnp.einsum("bhqd,bhkd->bhqk", q, k)
+  assert core.count_macs(scores, jax.ShapeDtypeStruct((2, 4, 5, 8), f32),
+                         jax.ShapeDtypeStruct((2, 4, 7, 8), f32)) == 2 * 4 * 5 * 7 * 8
+  # Depthwise conv: out elements x kernel taps.
+  conv = lambda x, w: jax.lax.conv_general_dilated(
+      x, w, (1,), "SAME", dimension_numbers=("NWC", "WIO", "NWC"), feature_group_count=6)
+  assert core.count_macs(conv, jax.ShapeDtypeStruct((2, 10, 6), f32),
+                         jax.ShapeDtypeStruct((3, 1, 6), f32)) == 2 * 10 * 6 * 3
+  # Transposed conv (input dilation) counted at output resolution.
+  tconv = lambda x, w: jax.lax.conv_transpose(x, w, (2, 2), "SAME",
+                                              dimension_numbers=("NHWC", "HWIO", "NHWC"))
+  out = jax.eval_shape(tconv, jax.ShapeDtypeStruct((1, 4, 4, 3), f32),
+                       jax.ShapeDtypeStruct((3, 3, 3, 8), f32))
+  assert core.count_macs(tconv, jax.ShapeDtypeStruct((1, 4, 4, 3), f32),
+                         jax.ShapeDtypeStruct((3, 3, 3, 8), f32)) == np.prod(out.shape) * 27
+  # Loops: scan multiplies by its length; cond counts the dearer branch.
+  looped = lambda x, w: jax.lax.scan(lambda c, _: (c @ w, None), x, None, length=3)[0]
+  assert core.count_macs(jax.jit(looped), jax.ShapeDtypeStruct((2, 4), f32),
+                         jax.ShapeDtypeStruct((4, 4), f32)) == 3 * 2 * 4 * 4
+  branchy = lambda p, x, w: jax.lax.cond(p, lambda: x @ w @ w, lambda: x @ w)
+  assert core.count_macs(branchy, True, jax.ShapeDtypeStruct((2, 4), f32),
+                         jax.ShapeDtypeStruct((4, 4), f32)) == 2 * 2 * 4 * 4
+
+
+def test_elementwise_convention():
+  conv = macs.MacsConvention("with_mul", elementwise_mul=True)
+  f = lambda x, y: x * y + x
+  assert core.count_macs(f, jnp.ones((3, 5)), jnp.ones((3, 5)), convention=conv) == 15
+  assert core.count_macs(f, jnp.ones((3, 5)), jnp.ones((3, 5))) == 0
+
+
+def test_make_mesh_and_shard_batch():
+  mesh = core.make_mesh(model_parallelism=2)
+  assert dict(mesh.shape) == {"data": jax.device_count() // 2, "model": 2}
+  batch = core.shard_batch({"x": np.arange(8 * 3).reshape(8, 3)}, core.make_mesh())
+  assert batch["x"].shape == (8, 3)
+  assert len(batch["x"].sharding.device_set) == jax.device_count()
+  with pytest.raises(core.UserError, match="does not split"):
+    core.shard_batch({"x": np.zeros((3, 2))}, core.make_mesh())
+  with pytest.raises(core.UserError, match="must divide"):
+    core.make_mesh(model_parallelism=3)
+
+
+def test_metric_writer_and_result_line(tmp_path, capsys):
+  writer = core.MetricWriter(tmp_path, tensorboard=False)
+  writer.write(3, {"loss": jnp.float32(1.5), "bad": float("nan")})
+  writer.close()
+  assert core.read_metrics(tmp_path) == [
+      {"step": 3, "time": core.read_metrics(tmp_path)[0]["time"], "loss": 1.5, "bad": "nan"}]
+  core.print_result({"bleu": np.float32(51.25)})
+  assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == {"bleu": 51.25}
+
+
+def test_user_error_exits_with_one_sentence():
+  code = ("from lite_jax.core import errors\n"
+          "@errors.exit_on_user_error\n"
+          "def main():\n  raise errors.UserError('the flag --x must be positive.')\n"
+          "main()\n")
+  result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+  assert result.returncode == 2
+  assert result.stderr.strip() == "error: the flag --x must be positive."
