@@ -1,0 +1,474 @@
+"""Train, evaluate, translate with and profile Lite Transformer translation models.
+
+The launcher `experiments/wmt_lite.py` only parses flags and calls the four entry points here:
+`train_and_evaluate`, `evaluate`, `translate` and `profile`. Each returns a dict of metrics.
+
+Workdir layout::
+
+  <workdir>/data/text/        the generated corpus (synthetic source only)
+  <workdir>/data/tfds/        the corpus as ArrayRecord (local text sources)
+  <workdir>/data/spm.model    the SentencePiece vocabulary (unless data.spm_model is given)
+  <workdir>/checkpoints/      orbax steps: train state, data-iterator position, config
+  <workdir>/metrics.jsonl     training curves; <workdir>/test.hyp the decoded test split
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import os
+import time
+from typing import Any, Iterable, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from absl import logging
+from jax.experimental import multihost_utils
+
+from data import synthetic_translation, tokenizer as tokenizer_lib, translation
+from lite_jax import core
+from lite_jax.core.errors import UserError
+from lite_jax.lite_transformer import bleu
+from lite_jax.lite_transformer.beam_search import beam_search
+from lite_jax.lite_transformer.model import EncoderDecoder, TransformerConfig
+from lite_jax.nn.losses import smoothed_cross_entropy
+
+# The paper's Mult-Adds setting (§3 of specs/lite_transformer.md).
+PROFILE_SRC_LEN = 30
+PROFILE_TGT_LEN = 30
+
+
+# ------------------------------------------------------------------------------------------
+# Model
+# ------------------------------------------------------------------------------------------
+
+
+def model_config(config: ml_collections.ConfigDict, vocab_size: int) -> TransformerConfig:
+  """The `TransformerConfig` of `config.model` for a joint vocabulary of `vocab_size`."""
+  m = config.model
+  if m.kind == "lite":
+    half = m.d_model // 2
+    branches = (f"attn:1:{half}:{m.num_heads}",
+                f"{m.conv_type}:default:{m.d_model - half}:{m.num_heads}")
+  elif m.kind == "transformer":
+    branches = None
+  else:
+    raise UserError(f"config.model.kind must be 'lite' or 'transformer', got {m.kind!r}.")
+  if m.dtype not in ("float32", "bfloat16"):
+    raise UserError(f"config.model.dtype must be 'float32' or 'bfloat16', got {m.dtype!r}.")
+  try:
+    return TransformerConfig(
+        src_vocab_size=vocab_size, tgt_vocab_size=vocab_size,
+        share_embeddings=m.share_embeddings, d_model=m.d_model, ffn_dim=m.ffn_dim,
+        num_encoder_layers=m.num_layers, num_decoder_layers=m.num_layers,
+        encoder_branches=branches, decoder_branches=branches, num_heads=m.num_heads,
+        encoder_attention_heads=m.encoder_attention_heads, kernel_sizes=tuple(m.kernel_sizes),
+        conv_glu=m.conv_glu, dropout=m.dropout, attention_dropout=m.attention_dropout,
+        weight_dropout=m.weight_dropout, activation_dropout=m.activation_dropout,
+        max_len=m.max_len, pad_id=tokenizer_lib.PAD_ID, bos_id=tokenizer_lib.BOS_ID,
+        eos_id=tokenizer_lib.EOS_ID, dtype=m.dtype)
+  except ValueError as e:  # The model's own validation, phrased for a config user.
+    raise UserError(f"config.model is invalid: {e}") from None
+
+
+def _is_embedding(path) -> bool:
+  return any("embedding" in str(getattr(k, "key", "")) for k in path)
+
+
+def param_counts(params: Any) -> dict[str, int]:
+  """Total and non-embedding parameter counts (the papers exclude embedding tables only)."""
+  leaves = jax.tree_util.tree_flatten_with_path(params)[0]
+  total = sum(int(np.prod(x.shape)) for _, x in leaves)
+  embedding = sum(int(np.prod(x.shape)) for p, x in leaves if _is_embedding(p))
+  return {"params": total - embedding, "params_total": total}
+
+
+def profile(config: ml_collections.ConfigDict) -> dict[str, Any]:
+  """Parameters and Mult-Adds by the paper's convention.
+
+  Mult-Adds: one 30-token source and 30-token target, encoder plus decoder run over the whole
+  target at once, linear layers and attention matmuls (and the convolutions, which the
+  reference's counts within ~0.3% include); embeddings and the output projection excluded.
+  `params` excludes embedding tables (an untied output projection is counted).
+  """
+  model = EncoderDecoder(model_config(config, config.data.vocab_size))
+  src = jax.ShapeDtypeStruct((1, PROFILE_SRC_LEN), jnp.int32)
+  tgt = jax.ShapeDtypeStruct((1, PROFILE_TGT_LEN), jnp.int32)
+  params = nn.unbox(jax.eval_shape(model.init, jax.random.PRNGKey(0), src, tgt))["params"]
+
+  def stack(params, src, tgt):
+    encoded, mask = model.apply({"params": params}, src, method=EncoderDecoder.encode)
+    return model.apply({"params": params}, encoded, mask, tgt, return_hidden=True,
+                       method=EncoderDecoder.decode)
+
+  macs = core.count_macs(stack, params, src, tgt, convention=core.macs.LITE_TRANSFORMER)
+  return {"preset": config.preset, **param_counts(params), "macs": macs,
+          "src_len": PROFILE_SRC_LEN, "tgt_len": PROFILE_TGT_LEN}
+
+
+# ------------------------------------------------------------------------------------------
+# Data
+# ------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class Task:
+  """A prepared corpus: its tokenizer and random-access splits of {'src', 'tgt'} records."""
+  tokenizer: tokenizer_lib.Tokenizer
+  splits: dict[str, Sequence[dict[str, str]]]
+
+
+def _text_dir(config: ml_collections.ConfigDict, workdir: str) -> str:
+  d = config.data
+  if d.source == "synthetic":
+    text_dir = os.path.join(workdir, "data", "text")
+    done = os.path.join(text_dir, "COMPLETE")
+    if not os.path.exists(done):
+      train, valid, test = d.synthetic_pairs
+      synthetic_translation.write_corpus(text_dir, train=train, valid=valid, test=test,
+                                         seed=config.seed, src_lang=d.src_lang,
+                                         tgt_lang=d.tgt_lang)
+      open(done, "w").close()
+    return text_dir
+  if not d.text_dir:
+    raise UserError("config.data.text_dir is empty; point it at a folder holding "
+                    f"{{train,valid,test}}.{{{d.src_lang},{d.tgt_lang}}}.")
+  return d.text_dir
+
+
+def _spm_corpus(source: Sequence[dict[str, str]], path: str, limit: int) -> str:
+  """Writes up to `limit` evenly spaced source and target sentences for SentencePiece."""
+  stride = max(1, len(source) // max(1, limit))
+  with open(path, "w", encoding="utf-8") as f:
+    for i in range(0, len(source), stride):
+      record = source[i]
+      f.write(record["src"] + "\n" + record["tgt"] + "\n")
+  return path
+
+
+def prepare_task(config: ml_collections.ConfigDict, workdir: str) -> Task:
+  """Builds (once) and opens the corpus and its SentencePiece vocabulary."""
+  d = config.data
+  data_dir = os.path.join(workdir, "data")
+  if d.source in ("synthetic", "text"):
+    tfds_dir = d.tfds_data_dir or os.path.join(data_dir, "tfds")
+    translation.prepare_dataset(_text_dir(config, workdir), tfds_dir, d.src_lang, d.tgt_lang)
+    splits = {split: translation.data_source(tfds_dir, d.src_lang, d.tgt_lang, split)
+              for split in ("train", "valid", "test")}
+  elif d.source == "tfds":
+    if not d.tfds_name:
+      raise UserError("config.data.tfds_name is empty; name a prepared catalog dataset such as "
+                      "'wmt14_translate/fr-en'.")
+    names = {"train": "train", "valid": d.valid_split, "test": d.test_split}
+    splits = {split: translation.catalog_source(d.tfds_name, name, d.src_lang, d.tgt_lang,
+                                                data_dir=d.tfds_data_dir or None)
+              for split, name in names.items()}
+  else:
+    raise UserError(f"config.data.source must be 'synthetic', 'text' or 'tfds', got "
+                    f"{d.source!r}.")
+  spm_model = _tokenizer_path(config, workdir)
+  if not d.spm_model and not os.path.exists(spm_model):
+    if jax.process_index() == 0:
+      corpus = _spm_corpus(splits["train"], os.path.join(data_dir, "spm_corpus.txt"),
+                           d.spm_max_sentences)
+      tokenizer_lib.train_sentencepiece([corpus], spm_model[:-len(".model")], d.vocab_size)
+    multihost_utils.sync_global_devices("sentencepiece trained")
+  return Task(tokenizer=tokenizer_lib.Tokenizer(spm_model), splits=splits)
+
+
+def _tokenizer_path(config: ml_collections.ConfigDict, workdir: str) -> str:
+  return config.data.spm_model or os.path.join(workdir, "data", "spm.model")
+
+
+def _process_rows(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+  """This process's contiguous slice of a global batch that every process loaded whole."""
+  count, index = jax.process_count(), jax.process_index()
+  rows = next(iter(batch.values())).shape[0] // count
+  return {k: v[index * rows:(index + 1) * rows] for k, v in batch.items()}
+
+
+# ------------------------------------------------------------------------------------------
+# Steps
+# ------------------------------------------------------------------------------------------
+
+
+def _loss(params, model, batch, *, label_smoothing, dropout_key=None):
+  deterministic = dropout_key is None
+  logits = model.apply({"params": params}, batch["src"], batch["tgt_in"],
+                       deterministic=deterministic,
+                       rngs=None if deterministic else {"dropout": dropout_key})
+  loss_sum, nll_sum = smoothed_cross_entropy(logits, batch["tgt_out"], batch["weights"],
+                                             label_smoothing)
+  tokens = jnp.sum(batch["weights"])
+  return loss_sum / jnp.maximum(tokens, 1.0), {"loss": loss_sum, "nll": nll_sum,
+                                               "tokens": tokens}
+
+
+def train_step(state: core.TrainState, batch: dict[str, jax.Array], *, model: EncoderDecoder,
+               label_smoothing: float) -> tuple[core.TrainState, dict[str, jax.Array]]:
+  """One micro-batch: gradients of the token-mean smoothed loss, then the optimizer."""
+  grad_fn = jax.grad(_loss, has_aux=True)
+  grads, sums = grad_fn(state.params, model, batch, label_smoothing=label_smoothing,
+                        dropout_key=state.step_key())
+  return state.apply_gradients(grads), sums
+
+
+def eval_step(params, batch, *, model: EncoderDecoder) -> dict[str, jax.Array]:
+  """Summed validation loss and NLL (no smoothing, no dropout)."""
+  return _loss(params, model, batch, label_smoothing=0.0)[1]
+
+
+@dataclasses.dataclass
+class _Setup:
+  model: EncoderDecoder
+  mesh: jax.sharding.Mesh
+  state: core.TrainState  # abstract (ShapeDtypeStructs with shardings) until initialised
+  shardings: Any
+  schedule: Any
+  init_fn: Any
+
+
+def _setup(config: ml_collections.ConfigDict, vocab_size: int) -> _Setup:
+  model = EncoderDecoder(model_config(config, vocab_size))
+  devices = jax.devices()[:config.mesh.num_devices or None]
+  mesh = core.make_mesh(config.mesh.model_parallelism, devices)
+  rules = core.rules_by_name(config.mesh.rules)
+  tx, schedule = core.make_optimizer(config.optim)
+  dummy = jnp.ones((1, 8), jnp.int32)
+
+  def init_fn(key):
+    init_key, dropout_key = jax.random.split(key)
+    params = model.init(init_key, dummy, dummy)["params"]
+    return core.TrainState.create(params, tx, dropout_key)
+
+  abstract_boxed = jax.eval_shape(init_fn, jax.random.PRNGKey(config.seed))
+  shardings = nn.unbox(nn.logical_to_mesh_sharding(nn.get_partition_spec(abstract_boxed),
+                                                    mesh, rules))
+  abstract = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+                          nn.unbox(abstract_boxed), shardings)
+  return _Setup(model, mesh, abstract, shardings, schedule, init_fn)
+
+
+def _checkpointer(config, workdir) -> core.Checkpointer:
+  keep = max(config.train.keep_checkpoints, config.eval.average_last_n)
+  return core.Checkpointer(os.path.join(workdir, "checkpoints"), max_to_keep=keep)
+
+
+def _validation_loss(params, setup: _Setup, task: Task, config) -> dict[str, float]:
+  step = jax.jit(functools.partial(eval_step, model=setup.model))
+  totals = {"loss": 0.0, "nll": 0.0, "tokens": 0.0}
+  batches = translation.eval_batches(task.splits["valid"], task.tokenizer,
+                                     config.eval.batch_size, config.data.max_len,
+                                     bucket_boundaries=config.data.bucket_boundaries)
+  for i, (batch, _) in enumerate(batches):
+    if config.train.eval_batches and i >= config.train.eval_batches:
+      break
+    batch.pop("mask")
+    sums = step(params, core.shard_batch(_process_rows(batch), setup.mesh))
+    totals = {k: totals[k] + float(sums[k]) for k in totals}
+  tokens = max(totals["tokens"], 1.0)
+  return {"valid_loss": totals["loss"] / tokens, "valid_ppl": float(np.exp(totals["nll"] / tokens))}
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
+                       max_steps_this_run: int | None = None) -> dict[str, Any]:
+  """Trains (resuming from the workdir's latest checkpoint), then decodes the test split.
+
+  Args:
+    config: a `experiments/configs/wmt_lite.py` config.
+    workdir: outputs; rerunning with the same workdir resumes exactly.
+    max_steps_this_run: stop (after a checkpoint) once this run has taken that many
+      micro-steps, as a preempted job would; the returned dict then has no test metrics.
+
+  Returns:
+    Final metrics: test `bleu` (sacreBLEU), `tok_bleu`, validation loss, `params`, `macs`,
+    `steps`, and training throughput.
+  """
+  os.makedirs(workdir, exist_ok=True)
+  task = prepare_task(config, workdir)
+  setup = _setup(config, task.tokenizer.vocab_size)
+  ckpt = _checkpointer(config, workdir)
+  data_devices = setup.mesh.shape["data"]
+  batches = translation.make_batches(
+      task.splits["train"], task.tokenizer, batch_tokens=config.data.batch_tokens,
+      max_len=config.data.max_len, bucket_boundaries=config.data.bucket_boundaries,
+      batch_multiple=data_devices, seed=config.seed, process_index=jax.process_index(),
+      process_count=jax.process_count())
+  iterator = iter(batches)
+
+  restored = ckpt.restore_latest(setup.state)
+  if restored is None:
+    state = jax.jit(lambda k: nn.unbox(setup.init_fn(k)), out_shardings=setup.shardings)(
+        jax.random.PRNGKey(config.seed))
+  else:
+    state, data_state = restored
+    iterator.set_state(data_state["iterator"])
+    logging.info("resumed from step %d in %s", int(state.step), ckpt.directory)
+
+  step_fn = jax.jit(
+      functools.partial(train_step, model=setup.model,
+                        label_smoothing=config.optim.label_smoothing),
+      in_shardings=(setup.shardings, core.mesh.batch_sharding(setup.mesh)),
+      out_shardings=(setup.shardings, None), donate_argnums=0)
+
+  total_steps = config.optim.total_updates * config.optim.grad_accum_steps
+  first_step = int(state.step)
+  last_step = total_steps if max_steps_this_run is None else min(
+      total_steps, first_step + max_steps_this_run)
+  writer = core.MetricWriter(workdir)
+  sums, pending, tokens_seen, start = None, 0, 0.0, time.time()
+
+  def flush(step):
+    """Fetches the metrics summed since the last flush: a non-finite loss stops here."""
+    nonlocal sums, pending, tokens_seen
+    if sums is None:
+      return {}
+    host = {k: float(v) for k, v in sums.items()}
+    core.check_finite(host["loss"], step)
+    tokens = max(host["tokens"], 1.0)
+    tokens_seen += host["tokens"]
+    record = {"train_loss": host["loss"] / tokens, "train_ppl": float(np.exp(host["nll"] / tokens)),
+              "learning_rate": float(setup.schedule(step // config.optim.grad_accum_steps)),
+              "steps_per_s": pending / max(time.time() - flush.t, 1e-9)}
+    sums, pending, flush.t = None, 0, time.time()
+    return record
+  flush.t = start
+
+  def save(step, force=False):
+    ckpt.save(step, state, data_state={"iterator": iterator.get_state()},
+              config=config.to_dict(), force=force)
+
+  with core.progress(total=total_steps, initial=first_step, desc="train") as bar:
+    for step in range(first_step + 1, last_step + 1):
+      batch = core.shard_batch(next(iterator), setup.mesh)
+      state, step_sums = step_fn(state, batch)
+      sums = step_sums if sums is None else jax.tree.map(jnp.add, sums, step_sums)
+      pending += 1
+      bar.update()
+      record = {}
+      if step % config.train.log_every == 0 or step == last_step:
+        record.update(flush(step))
+        bar.set_postfix(loss=f"{record['train_loss']:.3f}")
+      if step % config.train.eval_every == 0 or step == total_steps:
+        record.update(_validation_loss(state.params, setup, task, config))
+      if record:
+        writer.write(step, record)
+      if step % config.train.checkpoint_every == 0 or step == last_step:
+        flush_record = flush(step)  # Never save a state whose loss went non-finite.
+        if flush_record:
+          writer.write(step, flush_record)
+        save(step, force=step == last_step)
+  train_time = time.time() - start
+  ckpt.wait()
+  writer.close()
+  result = {"steps": last_step, "train_time_s": round(train_time, 1),
+            "train_tokens_per_s": round(tokens_seen / max(train_time, 1e-9), 1)}
+  if last_step < total_steps:
+    return result
+  params = _load_params(config, setup, ckpt) if config.eval.average_last_n > 1 else state.params
+  result.update(_validation_loss(params, setup, task, config))
+  result.update(_test_metrics(config, workdir, task, setup, params))
+  ckpt.close()
+  return result
+
+
+# ------------------------------------------------------------------------------------------
+# Decoding and evaluation
+# ------------------------------------------------------------------------------------------
+
+
+def _load_params(config, setup: _Setup, ckpt: core.Checkpointer):
+  if ckpt.latest_step is None:
+    raise UserError(f"no checkpoint in {ckpt.directory}; train first (--mode=train) with this "
+                    "workdir.")
+  if config.eval.average_last_n > 1:
+    return ckpt.average_params(setup.state, config.eval.average_last_n)
+  return ckpt.restore(ckpt.latest_step, setup.state)[0].params
+
+
+def _decode(config, task: Task, setup: _Setup, params, records: Sequence[dict[str, str]]
+            ) -> tuple[list[str], list[str]]:
+  """Beam-searches every record's source; returns (hypotheses, raw references)."""
+  search = jax.jit(functools.partial(
+      beam_search, setup.model, beam_size=config.eval.beam_size,
+      length_penalty=config.eval.length_penalty, max_len_a=config.eval.max_len_a,
+      max_len_b=config.eval.max_len_b))
+  batch_size = -(-config.eval.batch_size // setup.mesh.shape["data"]) * setup.mesh.shape["data"]
+  batches = translation.eval_batches(records, task.tokenizer, batch_size, config.data.max_len,
+                                     bucket_boundaries=config.data.bucket_boundaries)
+  hyps, refs = [], []
+  total = -(-len(records) // batch_size)
+  for batch, batch_refs in core.progress(batches, total=total, desc="decode"):
+    src = core.shard_batch(_process_rows({"src": batch["src"]}), setup.mesh)["src"]
+    tokens, _ = search(params, src)
+    tokens = multihost_utils.process_allgather(tokens, tiled=True)
+    hyps += [task.tokenizer.decode(row) for row, real in zip(tokens, batch["mask"]) if real]
+    refs += batch_refs
+  return hyps, refs
+
+
+def _tokenize_for_bleu(lines: Sequence[str], lang: str, mode: str) -> list[str]:
+  if mode == "none":
+    return list(lines)
+  if mode == "moses":
+    from sacremoses import MosesTokenizer  # Only the tokenized-BLEU path needs it.
+    tok = MosesTokenizer(lang=lang)
+    return [tok.tokenize(line, aggressive_dash_splits=True, escape=False, return_str=True)
+            for line in lines]
+  raise UserError(f"config.eval.tokenized_bleu must be 'moses' or 'none', got {mode!r}.")
+
+
+def bleu_scores(hyps: Sequence[str], refs: Sequence[str], config) -> dict[str, float]:
+  """Detokenized sacreBLEU and the paper's tokenized, case-sensitive BLEU."""
+  mode, lang = config.eval.tokenized_bleu, config.data.tgt_lang
+  return {"bleu": bleu.sacrebleu_corpus(hyps, refs),
+          "tok_bleu": bleu.tokenized_bleu(_tokenize_for_bleu(hyps, lang, mode),
+                                          _tokenize_for_bleu(refs, lang, mode),
+                                          compound_split=config.eval.compound_split)}
+
+
+def _test_metrics(config, workdir, task, setup, params) -> dict[str, Any]:
+  records = task.splits["test"]
+  if config.eval.max_examples:
+    records = [records[i] for i in range(min(config.eval.max_examples, len(records)))]
+  start = time.time()
+  hyps, refs = _decode(config, task, setup, params, records)
+  elapsed = time.time() - start
+  if jax.process_index() == 0:
+    with open(os.path.join(workdir, "test.hyp"), "w", encoding="utf-8") as f:
+      f.writelines(h + "\n" for h in hyps)
+  counts = param_counts(params)
+  return {**bleu_scores(hyps, refs, config), "test_sentences": len(hyps),
+          "decode_sentences_per_s": round(len(hyps) / max(elapsed, 1e-9), 1),
+          **counts, "macs": profile(config)["macs"]}
+
+
+def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+  """Test-split BLEU of the workdir's latest checkpoint (or average of the last N)."""
+  task = prepare_task(config, workdir)
+  setup = _setup(config, task.tokenizer.vocab_size)
+  ckpt = _checkpointer(config, workdir)
+  params = _load_params(config, setup, ckpt)
+  result = {"step": ckpt.latest_step,
+            **_validation_loss(params, setup, task, config),
+            **_test_metrics(config, workdir, task, setup, params)}
+  ckpt.close()
+  return result
+
+
+def translate(config: ml_collections.ConfigDict, workdir: str,
+              lines: Iterable[str]) -> list[str]:
+  """Translates source sentences with the workdir's checkpoint and vocabulary."""
+  lines = list(lines)
+  if not lines:
+    raise UserError("nothing to translate: the input has no lines.")
+  # Only the vocabulary is needed, not the corpus (Tokenizer says clearly if it is missing).
+  task = Task(tokenizer=tokenizer_lib.Tokenizer(_tokenizer_path(config, workdir)), splits={})
+  setup = _setup(config, task.tokenizer.vocab_size)
+  ckpt = _checkpointer(config, workdir)
+  params = _load_params(config, setup, ckpt)
+  ckpt.close()
+  return _decode(config, task, setup, params, [{"src": s, "tgt": ""} for s in lines])[0]
