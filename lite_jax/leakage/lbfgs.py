@@ -1,0 +1,299 @@
+"""L-BFGS that behaves like `torch.optim.LBFGS(lr=1, max_iter=20, history_size=100)`, batched.
+
+Why not `optax.lbfgs`: the DLG reference runs PyTorch's L-BFGS *without a line search*, and
+two details of PyTorch's version are what keep that stable enough to work at all:
+  * a curvature pair (s, y) enters the memory only if `yᵀs > 1e-10` (optax stores every pair,
+    so without a line search a negative-curvature pair makes the inverse-Hessian estimate
+    indefinite and the step points uphill);
+  * the very first step is scaled by `min(1, 1/‖g‖₁)` (optax uses the L2 norm).
+Everything else is the textbook two-loop recursion with `H₀ = (yᵀs / yᵀy) I`.
+
+PyTorch's `step()` runs up to `max_iter` iterations and keeps its memory across calls, so
+`steps` outer steps are `steps * max_iter` iterations of one loop; its early exits
+(`|Δloss| < tolerance_change`, ...) only end a `step()` call and the next call continues from
+the same state, so they change nothing here. The exits that do matter are kept: an iterate
+whose `max|g| <= tolerance_grad`, or whose direction is not a descent direction, stays put.
+
+Divergence. Plain PyTorch L-BFGS without a line search fails on some DLG seeds (dlg#9,
+iDLG#6): one huge quasi-Newton step lands where the sigmoids saturate, the loss jumps by orders
+of magnitude and the iterate never comes back (or turns NaN), or the run crawls through a bad
+basin. Two safeguards, both off with `divergence_factor=inf, patience=0`:
+  * a rejected step: a step whose loss is non-finite or more than `divergence_factor` times the
+    loss it started from is undone, the memory is cleared and the next step is the cautious
+    first step again (steepest descent of L1 length `lr`);
+  * restarts: a run that has not converged (loss above `converged_fraction` of its starting
+    loss) and is stuck (it did not move during a whole outer step, or its loss did not halve in
+    `patience` outer steps) restarts from a fresh random point `init_fn(key)`. The best iterate
+    over all restarts is returned.
+A run is finished when it stops moving (a fixed point of the iteration), or when it has
+converged and an outer step improves it by less than 0.1%: `minimize` is a `while_loop` that
+ends when every run in the (vmapped) batch is finished or the budget is spent.
+
+Everything is a pure function of arrays, so `jax.vmap` over keys or targets runs many attacks
+in one program and `jax.jit` compiles the whole optimisation loop once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Callable
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+
+# PyTorch skips curvature pairs with yᵀs at or below this.
+_CURVATURE_EPS = 1e-10
+# A converged run is finished once an outer step improves its best loss by less than this.
+_PLATEAU = 1e-3
+
+
+@dataclasses.dataclass(frozen=True)
+class LBFGSConfig:
+  """How the optimiser runs; the defaults are the DLG reference's budget and PyTorch's defaults.
+
+  Attributes:
+    learning_rate: fixed step length `lr` (no line search).
+    steps: outer `optimizer.step()` calls (the reference runs 300).
+    max_iter: iterations per outer step (PyTorch's default 20).
+    history_size: curvature pairs kept (the reference's 100).
+    tolerance_grad: an iterate with `max|g|` at or below this has converged and stays put.
+    tolerance_change: a direction with `gᵀd > -tolerance_change` is not followed.
+    divergence_factor: a step whose loss exceeds this times the loss it started from (or is
+      NaN/inf) is rejected; `inf` turns this safeguard off.
+    patience: outer steps in which an unconverged run must halve its loss, else it restarts
+      (it also restarts as soon as it stops moving); 0 never restarts.
+    converged_fraction: a run whose loss is below this fraction of the first starting loss has
+      converged: it never restarts, and it is finished once an outer step barely improves it.
+  """
+  learning_rate: float = 1.0
+  steps: int = 300
+  max_iter: int = 20
+  history_size: int = 100
+  tolerance_grad: float = 1e-7
+  tolerance_change: float = 1e-9
+  divergence_factor: float = 10.0
+  patience: int = 50
+  converged_fraction: float = 1e-6
+
+
+class LBFGSState(flax.struct.PyTreeNode):
+  """One L-BFGS run over a flat vector of `n` variables (all leaves unbatched).
+
+  `x, loss, grad`: the current iterate and its value and gradient. `direction, step`: the last
+  step taken (`s = step * direction`), `prev_grad` the gradient before it. `s_hist, y_hist`
+  `[history_size, n]` and `rho [history_size]` (0 marks an empty slot) form a ring buffer
+  whose next slot is `head`. `fresh`: the memory is empty and the next step is the scaled
+  first step. `rejected`: steps rejected since the last outer step. `best_*`: the lowest
+  loss over all restarts; `run_best` the lowest of the current run and `checkpoint_loss` its
+  value at the last progress check.
+  """
+  x: jax.Array
+  loss: jax.Array
+  grad: jax.Array
+  direction: jax.Array
+  step: jax.Array
+  prev_grad: jax.Array
+  s_hist: jax.Array
+  y_hist: jax.Array
+  rho: jax.Array
+  head: jax.Array
+  h_diag: jax.Array
+  fresh: jax.Array
+  rejected: jax.Array
+  best_x: jax.Array
+  best_loss: jax.Array
+  run_best: jax.Array
+  checkpoint_loss: jax.Array
+  initial_loss: jax.Array
+  restarts: jax.Array
+  key: jax.Array
+
+
+def _finite_or_inf(loss):
+  return jnp.where(jnp.isfinite(loss), loss, jnp.inf)
+
+
+def _fresh_run(x, loss, grad, history_size):
+  """The fields that start over at a new point: empty memory, scaled first step."""
+  n = x.shape[0]
+  zeros = jnp.zeros_like(x)
+  return dict(x=x, loss=loss, grad=grad, direction=zeros, step=jnp.zeros((), x.dtype),
+              prev_grad=zeros, s_hist=jnp.zeros((history_size, n), x.dtype),
+              y_hist=jnp.zeros((history_size, n), x.dtype),
+              rho=jnp.zeros((history_size,), x.dtype), head=jnp.zeros((), jnp.int32),
+              h_diag=jnp.ones((), x.dtype), fresh=jnp.ones((), bool))
+
+
+def init(value_and_grad: Callable, x0: jax.Array, key: jax.Array,
+         config: LBFGSConfig) -> LBFGSState:
+  """The state at `x0 [n]`; `key` seeds restarts."""
+  loss, grad = value_and_grad(x0)
+  loss = _finite_or_inf(loss)
+  return LBFGSState(**_fresh_run(x0, loss, grad, config.history_size),
+                    rejected=jnp.zeros((), jnp.int32), best_x=x0, best_loss=loss,
+                    run_best=loss, checkpoint_loss=loss, initial_loss=loss,
+                    restarts=jnp.zeros((), jnp.int32), key=key)
+
+
+def two_loop(grad: jax.Array, s_hist: jax.Array, y_hist: jax.Array, rho: jax.Array,
+             head: jax.Array, h_diag: jax.Array) -> jax.Array:
+  """`H grad` for the L-BFGS inverse-Hessian estimate (Nocedal & Wright, Alg. 7.4).
+
+  Empty slots have `rho = 0` and contribute nothing. Shapes: grad `[n]`, hists `[m, n]`.
+  """
+  m = rho.shape[0]
+  newest_first = (head - 1 - jnp.arange(m)) % m
+
+  def newer_to_older(q, k):
+    alpha = rho[k] * jnp.dot(s_hist[k], q)
+    return q - alpha * y_hist[k], alpha
+
+  q, alphas = jax.lax.scan(newer_to_older, grad, newest_first)
+
+  def older_to_newer(r, k_alpha):
+    k, alpha = k_alpha
+    beta = rho[k] * jnp.dot(y_hist[k], r)
+    return r + (alpha - beta) * s_hist[k], None
+
+  r, _ = jax.lax.scan(older_to_newer, h_diag * q, (newest_first, alphas), reverse=True)
+  return r
+
+
+def _select(pred, on_true: dict, on_false: dict) -> dict:
+  return jax.tree.map(lambda a, b: jnp.where(pred, a, b), on_true, on_false)
+
+
+def iteration(state: LBFGSState, value_and_grad: Callable, config: LBFGSConfig) -> LBFGSState:
+  """One PyTorch L-BFGS iteration (memory update, direction, fixed step), with step rejection."""
+  # Memory update from the step that led here (PyTorch: skipped when yᵀs <= 1e-10).
+  y = state.grad - state.prev_grad
+  s = state.step * state.direction
+  ys = jnp.dot(y, s)
+  keep_pair = jnp.logical_not(state.fresh) & (ys > _CURVATURE_EPS)
+  slot = state.head
+  s_hist = state.s_hist.at[slot].set(jnp.where(keep_pair, s, state.s_hist[slot]))
+  y_hist = state.y_hist.at[slot].set(jnp.where(keep_pair, y, state.y_hist[slot]))
+  rho = state.rho.at[slot].set(jnp.where(keep_pair, 1.0 / jnp.where(keep_pair, ys, 1.0),
+                                         state.rho[slot]))
+  head = jnp.where(keep_pair, (slot + 1) % config.history_size, slot)
+  h_diag = jnp.where(keep_pair, ys / jnp.dot(y, y), state.h_diag)
+
+  direction = -two_loop(state.grad, s_hist, y_hist, rho, head, h_diag)
+  first_scale = jnp.minimum(1.0, 1.0 / jnp.sum(jnp.abs(state.grad)))
+  converged = jnp.max(jnp.abs(state.grad)) <= config.tolerance_grad
+  descent = jnp.dot(state.grad, direction) <= -config.tolerance_change
+  # A point that does not move is a fixed point of this map: s = 0 adds no pair next time.
+  step = jnp.where(descent & jnp.logical_not(converged),
+                   config.learning_rate * jnp.where(state.fresh, first_scale, 1.0), 0.0)
+
+  x_new = state.x + step * direction
+  loss_new, grad_new = value_and_grad(x_new)
+  finite = jnp.isfinite(loss_new) & jnp.all(jnp.isfinite(grad_new))
+  rejected = (step > 0) & (jnp.logical_not(finite)
+                           | (loss_new > config.divergence_factor * state.loss))
+  if math.isinf(config.divergence_factor):  # Plain PyTorch: NaN and all.
+    rejected = jnp.zeros((), bool)
+
+  accepted = dict(x=x_new, loss=loss_new, grad=grad_new, direction=direction, step=step,
+                  prev_grad=state.grad, s_hist=s_hist, y_hist=y_hist, rho=rho, head=head,
+                  h_diag=h_diag, fresh=jnp.zeros((), bool))
+  # A rejected step stays at the old iterate with an empty memory, so the next step is the
+  # cautious first step again.
+  new = _select(rejected, _fresh_run(state.x, state.loss, state.grad, config.history_size),
+                accepted)
+  improved = jnp.logical_not(rejected) & (_finite_or_inf(loss_new) < state.best_loss)
+  return state.replace(**new, rejected=state.rejected + rejected.astype(jnp.int32),
+                       best_x=jnp.where(improved, x_new, state.best_x),
+                       best_loss=jnp.where(improved, loss_new, state.best_loss),
+                       run_best=jnp.minimum(state.run_best, jnp.where(
+                           rejected, jnp.inf, _finite_or_inf(loss_new))))
+
+
+def outer_step(state: LBFGSState, count: jax.Array, value_and_grad: Callable,
+               init_fn: Callable, config: LBFGSConfig) -> tuple[LBFGSState, jax.Array]:
+  """`max_iter` iterations (one PyTorch `step()`), then the restart check.
+
+  Returns the new state and whether the run is finished: it no longer moves, or it has
+  converged and an outer step no longer improves it.
+  `count` is the number of outer steps done before this one.
+  """
+  start = state.replace(rejected=jnp.zeros((), jnp.int32))
+  state = jax.lax.fori_loop(0, config.max_iter,
+                            lambda _, st: iteration(st, value_and_grad, config), start)
+  stuck = jnp.all(state.x == start.x) & (state.rejected == 0)
+  converged = state.best_loss <= config.converged_fraction * state.initial_loss
+  # Past convergence, float32 round-off stalls progress; more iterations change nothing.
+  plateau = state.best_loss >= (1.0 - _PLATEAU) * start.best_loss
+  finished = stuck | (converged & plateau)
+  if config.patience <= 0:
+    return state, finished
+  check = (count + 1) % config.patience == 0
+  no_progress = check & (state.run_best > 0.5 * state.checkpoint_loss)
+  restart = jnp.logical_not(converged) & (stuck | no_progress)
+
+  key, restart_key = jax.random.split(state.key)
+  # Restarts are rare, but under vmap a `cond` would run both branches anyway: evaluate the
+  # restart point once per outer step and select.
+  x0 = init_fn(restart_key)
+  loss0, grad0 = value_and_grad(x0)
+  loss0 = _finite_or_inf(loss0)
+  restarted = state.replace(**_fresh_run(x0, loss0, grad0, config.history_size),
+                            run_best=loss0, checkpoint_loss=loss0,
+                            restarts=state.restarts + 1)
+  state = state.replace(checkpoint_loss=jnp.where(check, state.run_best,
+                                                  state.checkpoint_loss))
+  state = jax.tree.map(lambda a, b: jnp.where(restart, a, b), restarted, state)
+  return state.replace(key=key), finished & jnp.logical_not(restart)
+
+
+def minimize(fun: Callable[[jax.Array], jax.Array], init_fn: Callable[[jax.Array], jax.Array],
+             key: jax.Array, config: LBFGSConfig, num_snapshots: int = 0
+             ) -> tuple[LBFGSState, jax.Array, jax.Array]:
+  """Minimises `fun` from `init_fn(key)` for up to `config.steps * config.max_iter` iterations.
+
+  Args:
+    fun: `x [n] -> scalar` loss, differentiable and >= 0 like every gradient distance
+      (convergence is judged as a fraction of the starting loss).
+    init_fn: `key -> x0 [n]`, also used for restarts.
+    key: PRNG key.
+    config: the optimiser settings.
+    num_snapshots: how many evenly spaced best iterates to return (must divide `steps`).
+
+  Returns:
+    `(state, losses [steps], snapshots [num_snapshots, n])`: the final state (`best_x` is the
+    answer), the current loss after each outer step, and the best iterate after every
+    `steps / num_snapshots` outer steps (a run that finished early repeats its last values).
+  """
+  if num_snapshots and config.steps % num_snapshots:
+    raise ValueError(f"num_snapshots={num_snapshots} must divide steps={config.steps}.")
+  value_and_grad = jax.value_and_grad(fun)
+  init_key, run_key = jax.random.split(key)
+  state = init(value_and_grad, init_fn(init_key), run_key, config)
+  every = config.steps // max(num_snapshots, 1)
+  losses = jnp.zeros((config.steps,), state.loss.dtype)
+  snapshots = jnp.zeros((num_snapshots,) + state.x.shape, state.x.dtype)
+
+  def not_finished(carry):
+    count, finished = carry[:2]
+    return (count < config.steps) & jnp.logical_not(finished)
+
+  def body(carry):
+    count, _, state, losses, snapshots = carry
+    state, finished = outer_step(state, count, value_and_grad, init_fn, config)
+    losses = losses.at[count].set(state.loss)
+    if num_snapshots:
+      slot = jnp.minimum((count + 1) // every - 1, num_snapshots - 1)
+      snapshots = jnp.where((count + 1) % every == 0, snapshots.at[slot].set(state.best_x),
+                            snapshots)
+    return count + 1, finished, state, losses, snapshots
+
+  count, _, state, losses, snapshots = jax.lax.while_loop(
+      not_finished, body, (jnp.zeros((), jnp.int32), jnp.zeros((), bool), state, losses,
+                           snapshots))
+  # A run that finished early stays where it is for the rest of the budget.
+  losses = jnp.where(jnp.arange(config.steps) < count, losses, state.loss)
+  taken = (jnp.arange(num_snapshots) + 1) * every <= count
+  snapshots = jnp.where(taken[:, None], snapshots, state.best_x)
+  return state, losses, snapshots
