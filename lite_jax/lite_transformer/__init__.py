@@ -1,0 +1,12 @@
+"""Lite Transformer (Long-Short Range Attention), Wu, Liu et al., ICLR 2020."""
+
+from lite_jax.lite_transformer.beam_search import beam_search
+from lite_jax.lite_transformer.beam_search import greedy_decode
+from lite_jax.lite_transformer.model import BranchSpec
+from lite_jax.lite_transformer.model import ConvBranch
+from lite_jax.lite_transformer.model import DEFAULT_KERNEL_SIZES
+from lite_jax.lite_transformer.model import EncoderDecoder
+from lite_jax.lite_transformer.model import LongShortRangeAttention
+from lite_jax.lite_transformer.model import TransformerConfig
+from lite_jax.lite_transformer.model import init_cache
+from lite_jax.lite_transformer.model import parse_branches
