@@ -137,9 +137,6 @@ def _base() -> ml_collections.ConfigDict:
 
 
 def _paper(task: str, model: str, dim: int) -> ml_collections.ConfigDict:
-  if dim not in _DIMS.get((task, model), ()):
-    raise UserError(f"no paper setting {task}_{model}_d{dim}; the dims for {task}/{model} are "
-                    f"{_DIMS.get((task, model))}.")
   c = _base()
   src, tgt, vocab, shared, warmup, compound = _TASKS[task]
   c.data.src_lang, c.data.tgt_lang = src, tgt
@@ -242,13 +239,13 @@ def presets() -> list[str]:
 
 def get_config(preset: str = "demo") -> ml_collections.ConfigDict:
   """The config of `preset` (see the module docstring for each preset's paper setting)."""
+  if preset not in presets():
+    raise UserError(f"unknown preset {preset!r}; choose one of: {', '.join(presets())}.")
   if preset in ("demo", "tiny"):
     config = _synthetic(tiny=preset == "tiny")
   else:
-    task, sep, rest = preset.rpartition("_d")
-    task, _, model = task.rpartition("_")
-    if not sep or not rest.isdigit() or (task, model) not in _DIMS:
-      raise UserError(f"unknown preset {preset!r}; choose one of: {', '.join(presets())}.")
-    config = _paper(task, model, int(rest))
+    task_model, _, dim = preset.rpartition("_d")
+    task, _, model = task_model.rpartition("_")
+    config = _paper(task, model, int(dim))
   config.preset = preset
   return config

@@ -60,7 +60,12 @@ class Checkpointer:
         preservation_policy=ocp.checkpoint_managers.LatestN(max_to_keep),
         enable_async_checkpointing=async_save,
         create=True)
-    self._manager = ocp.CheckpointManager(self.directory, options=options)
+    # Handlers are named up front so that a fresh process can read metadata and restore.
+    self._manager = ocp.CheckpointManager(
+        self.directory, options=options,
+        item_handlers={"state": ocp.StandardCheckpointHandler(),
+                       "data": ocp.JsonCheckpointHandler(),
+                       "config": ocp.JsonCheckpointHandler()})
 
   @property
   def latest_step(self) -> int | None:

@@ -25,10 +25,11 @@ def test_checkpoint_round_trip_with_data_state(tmp_path):
   state = _state()
   state = state.apply_gradients(jax.tree.map(jnp.ones_like, state.params))
   ckpt.save(7, state, data_state={"position": 12}, config={"d": 4})
-  ckpt.wait()
-  restored, data_state = ckpt.restore_latest(core.abstract_like(state))
+  ckpt.close()
+  fresh = core.Checkpointer(tmp_path / "ckpt")  # as a restarted process would
+  restored, data_state = fresh.restore_latest(core.abstract_like(state))
   assert data_state == {"position": 12}
-  assert ckpt.restore_config() == {"d": 4}
+  assert fresh.restore_config() == {"d": 4}
   for a, b in zip(jax.tree.leaves(state), jax.tree.leaves(restored)):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
@@ -48,9 +49,9 @@ def test_checkpoint_keeps_latest_n_and_averages(tmp_path):
 def test_checkpoint_from_other_model_is_a_user_error(tmp_path):
   ckpt = core.Checkpointer(tmp_path, async_save=False)
   ckpt.save(1, _state(width=4))
-  ckpt.wait()
+  ckpt.close()
   with pytest.raises(core.UserError, match="does not fit this model"):
-    ckpt.restore_latest(core.abstract_like(_state(width=5)))
+    core.Checkpointer(tmp_path).restore_latest(core.abstract_like(_state(width=5)))
 
 
 def test_cosine_schedule_matches_fairseq_recipe():

@@ -137,12 +137,16 @@ def test_checkpoint_of_another_model_shape_is_a_user_error(trained):
 
 def test_eight_devices_match_one(tmp_path):
   assert jax.device_count() == 8
-  one = _tiny(**{"mesh.num_devices": 1, "optim.total_updates": 3, "train.eval_every": 100})
-  eight = _tiny(**{"optim.total_updates": 3, "train.eval_every": 100})
+  # Attention key biases have identically zero gradients; Adam's default eps would turn the
+  # rounding noise in them into lr-sized steps, so compare with an eps above that noise.
+  one = _tiny(**{"mesh.num_devices": 1, "optim.eps": 1e-4})
+  eight = _tiny(**{"optim.eps": 1e-4})
   train.train_and_evaluate(one, str(tmp_path / "one"), max_steps_this_run=3)
   train.train_and_evaluate(eight, str(tmp_path / "eight"), max_steps_this_run=3)
   chex.assert_trees_all_close(_params(str(tmp_path / "one"), one),
                               _params(str(tmp_path / "eight"), eight), rtol=2e-4, atol=2e-5)
+  assert _losses(str(tmp_path / "one"))[2] == pytest.approx(_losses(str(tmp_path / "eight"))[2],
+                                                            rel=1e-5)
 
 
 def test_non_finite_loss_stops_and_keeps_earlier_checkpoints(tmp_path):
@@ -177,7 +181,6 @@ def test_train_step_compiles_once_per_bucket_shape(tmp_path):
 
 def _launch(*args, stdin=None):
   env = dict(os.environ, JAX_PLATFORMS="cpu")
-  env.pop("XLA_FLAGS", None)
   return subprocess.run([sys.executable, "-m", "experiments.wmt_lite", *args], cwd=REPO,
                         capture_output=True, text=True, input=stdin, env=env, timeout=600)
 
