@@ -190,7 +190,7 @@ def _synthetic(tiny: bool) -> ml_collections.ConfigDict:
   c.data.vocab_size = 400
   c.data.max_len = 48
   c.data.bucket_boundaries = (16, 24, 32, 48)
-  c.data.batch_tokens = 2048
+  c.data.batch_tokens = 3072
   c.model.d_model = 128
   c.model.ffn_dim = 256
   c.model.num_layers = 3
@@ -198,13 +198,14 @@ def _synthetic(tiny: bool) -> ml_collections.ConfigDict:
   c.model.encoder_attention_heads = 4
   c.model.dropout, c.model.attention_dropout, c.model.weight_dropout = 0.1, 0.0, 0.0
   c.model.max_len = 64
-  c.optim.warmup_steps = 200
-  c.optim.total_updates = 2400
+  # ~300 updates of ~100 sentences reach validation perplexity ~1.05 on this task.
+  c.optim.warmup_steps = 60
+  c.optim.total_updates = 300
   c.optim.grad_accum_steps = 1
   c.optim.learning_rate = 2e-3
-  c.train.log_every = 100
-  c.train.eval_every = 800
-  c.train.checkpoint_every = 800
+  c.train.log_every = 50
+  c.train.eval_every = 150
+  c.train.checkpoint_every = 150
   c.train.keep_checkpoints = 3
   c.eval.length_penalty = 1.0
   c.eval.max_len_a = 1.5

@@ -10,3 +10,7 @@ from lite_jax.lite_transformer.model import LongShortRangeAttention
 from lite_jax.lite_transformer.model import TransformerConfig
 from lite_jax.lite_transformer.model import init_cache
 from lite_jax.lite_transformer.model import parse_branches
+from lite_jax.lite_transformer.train import evaluate
+from lite_jax.lite_transformer.train import profile
+from lite_jax.lite_transformer.train import train_and_evaluate
+from lite_jax.lite_transformer.train import translate
