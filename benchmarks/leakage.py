@@ -2,6 +2,7 @@
 
   python -m benchmarks.leakage            # LeNet, 32x32, 300 L-BFGS steps x 20 iterations
   python -m benchmarks.leakage --smoke    # tiny shapes and budget, for CPU tests
+  python -m benchmarks.leakage --steps=10 --num_attacks=1,16   # a quick CPU measurement
 
 Prints one JSON line per measurement with the device and backend. The safeguard's early exit
 is off (`converged_fraction=0`, no restarts) so every attack runs the full budget and the
@@ -21,6 +22,8 @@ _SMOKE = flags.DEFINE_bool("smoke", False, "Tiny shapes and budget (CPU tests)."
 _BATCHES = flags.DEFINE_list("num_attacks", ["1", "16", "64", "256"],
                              "Attacks vmapped in one program, one measurement each.")
 _REPEATS = flags.DEFINE_integer("repeats", 2, "Timed runs per measurement (after compiling).")
+_STEPS = flags.DEFINE_integer("steps", 300, "L-BFGS outer steps of 20 iterations (reference: "
+                              "300); fewer for a quick CPU measurement.")
 
 
 def _measure(victim, grads, keys, config) -> tuple[float, float]:
@@ -40,7 +43,7 @@ def _measure(victim, grads, keys, config) -> tuple[float, float]:
 
 def main(argv):
   del argv
-  size, steps, max_iter, counts = 32, 300, 20, [int(n) for n in _BATCHES.value]
+  size, steps, max_iter, counts = 32, _STEPS.value, 20, [int(n) for n in _BATCHES.value]
   if _SMOKE.value:
     size, steps, max_iter = 8, 2, 3
   victim = leakage.make_victim("lenet", jax.random.PRNGKey(0), input_shape=(size, size, 3),

@@ -82,19 +82,18 @@ def total_variation(images: jax.Array) -> jax.Array:
 def classifier_kernel_gradient(victim: Victim, grads: Params) -> jax.Array:
   """The gradient of the last layer's kernel, `[features, num_classes]`.
 
-  It is the last 2-D leaf whose trailing dimension is `num_classes` (Flax's `Dense` kernel is
-  `[in, out]`); every built-in victim ends in such a layer named `classifier`.
+  The 2-D leaf under a module named `classifier` (every built-in victim's last layer), else
+  the last 2-D leaf whose trailing dimension is `num_classes` (Flax's `Dense` kernel is
+  `[in, out]`).
   """
-  candidates = [g for g in jax.tree.leaves(grads)
-                if g.ndim == 2 and g.shape[-1] == victim.num_classes]
-  if not candidates:
+  kernels = [(jax.tree_util.keystr(path), g)
+             for path, g in jax.tree_util.tree_flatten_with_path(grads)[0]
+             if g.ndim == 2 and g.shape[-1] == victim.num_classes]
+  if not kernels:
     raise UserError(f"the gradient has no [features, {victim.num_classes}] classifier kernel, "
                     f"so labels cannot be read off it; pass the labels explicitly.")
-  named = jax.tree_util.tree_flatten_with_path(grads)[0]
-  for path, g in reversed(named):
-    if "classifier" in jax.tree_util.keystr(path) and g.ndim == 2:
-      return g
-  return candidates[-1]
+  named = [g for path, g in kernels if "classifier" in path]
+  return (named or [g for _, g in kernels])[-1]
 
 
 def idlg_labels(victim: Victim, grads: Params, batch_size: int = 1) -> jax.Array:

@@ -80,6 +80,14 @@ def observed_gradients(victim: Victim, images: np.ndarray, labels: np.ndarray,
   return grads, x, y
 
 
+@jax.jit
+def _image_metrics(images, originals, labels, true_labels):
+  """Per-attack `(mse, psnr, ssim, label_acc)`, each `[N]`; images `[N, B, H, W, C]`."""
+  per_image = lambda fn: jax.vmap(fn)(images, originals).mean(-1)
+  return (per_image(metrics.mse), per_image(metrics.psnr), per_image(metrics.ssim),
+          metrics.label_accuracy(labels, true_labels))
+
+
 def score(result: attacks.AttackResult, originals: jax.Array, true_labels: jax.Array,
           success_mse: float) -> dict[str, np.ndarray]:
   """Per-attack metrics `[N]`, each reconstruction batch matched to its originals first."""
@@ -87,10 +95,9 @@ def score(result: attacks.AttackResult, originals: jax.Array, true_labels: jax.A
   order = np.stack([metrics.match_order(r, o) for r, o in zip(images, np.asarray(originals))])
   matched = np.take_along_axis(images, order.reshape(order.shape + (1,) * (images.ndim - 2)),
                                axis=1)
-  per_image = lambda fn: np.asarray(jax.vmap(fn)(jnp.asarray(matched), originals)).mean(-1)
-  mse = per_image(metrics.mse)
-  return {"mse": mse, "psnr": per_image(metrics.psnr), "ssim": per_image(metrics.ssim),
-          "label_acc": np.asarray(metrics.label_accuracy(result.labels, true_labels)),
+  mse, psnr, ssim, label_acc = (np.asarray(v) for v in _image_metrics(
+      jnp.asarray(matched), originals, result.labels, true_labels))
+  return {"mse": mse, "psnr": psnr, "ssim": ssim, "label_acc": label_acc,
           "success": (mse <= success_mse).astype(np.float32),
           "gradient_loss": np.asarray(result.gradient_loss),
           "restarts": np.asarray(result.restarts), "matched": matched}
@@ -261,13 +268,32 @@ def plot_defense_sweep(path: str, rows: list[dict[str, Any]]) -> None:
   plt.close(fig)
 
 
+def plot_defended_reconstructions(path: str, images: np.ndarray, originals: np.ndarray,
+                                  names: list[str]) -> None:
+  """Grid: one row per attacked image, one column per defense setting, then the original.
+
+  Args:
+    images: `[settings, N, B, H, W, C]` final reconstructions. originals: `[N, B, H, W, C]`.
+  """
+  rows, cols = originals.shape[0], len(names) + 1
+  fig, axes = plt.subplots(rows, cols, figsize=(1.0 * cols, 1.15 * rows), squeeze=False)
+  for r in range(rows):
+    for c, name in enumerate(names):
+      _show(axes[r, c], images[c, r, 0], name if r == 0 else None)
+    _show(axes[r, -1], originals[r, 0], "original" if r == 0 else None)
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+  plt.close(fig)
+
+
 def defense_sweep(config, images: np.ndarray, labels: np.ndarray, task: dict[str, np.ndarray],
                   workdir: str) -> dict[str, Any]:
   """Attack success against defense strength, and each defense's cost in task accuracy.
 
   Every setting in `config.sweep.defenses` is applied to the same `num_attacks` gradients and
   all `settings x attacks` run as one vmapped program. Writes `defense_table.md`,
-  `defense_table.json`, `defense_sweep.png` and one metrics record per setting.
+  `defense_table.json`, `defense_sweep.png` (MSE and accuracy against strength),
+  `defense_reconstructions.png` and one metrics record per setting.
   """
   os.makedirs(workdir, exist_ok=True)
   settings = [defenses.Defense.parse(s) for s in config.sweep.defenses]
@@ -309,6 +335,9 @@ def defense_sweep(config, images: np.ndarray, labels: np.ndarray, task: dict[str
   with open(os.path.join(workdir, "defense_table.json"), "w", encoding="utf-8") as f:
     json.dump(rows, f, indent=2)
   plot_defense_sweep(os.path.join(workdir, "defense_sweep.png"), rows)
+  plot_defended_reconstructions(os.path.join(workdir, "defense_reconstructions.png"),
+                                scores["matched"].reshape((count, num) + originals.shape[1:]),
+                                np.asarray(originals), [s.name for s in settings])
   baseline = rows[0]
   return {"mse": baseline["mse"], "psnr": baseline["psnr"], "label_acc": baseline["label_acc"],
           "seconds": round(seconds, 2),

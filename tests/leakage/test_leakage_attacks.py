@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from lite_jax import leakage
+from lite_jax.core import UserError
 from lite_jax.leakage import attacks, lbfgs
 
 RNG = np.random.default_rng(0)
@@ -86,7 +87,7 @@ def test_idlg_labels_of_a_batch_with_distinct_labels():
   assert sorted(np.asarray(found).tolist()) == [2, 4, 7, 9]
 
 
-def test_two_loop_equals_the_explicit_bfgs_inverse_hessian():
+def test_inverse_hessian_product_equals_the_explicit_bfgs_recursion():
   n, m = 6, 4
   s = RNG.normal(size=(m, n))
   y = s @ np.diag(RNG.uniform(1, 3, n)) + 0.1 * RNG.normal(size=(m, n))  # yᵀs > 0
@@ -99,12 +100,12 @@ def test_two_loop_equals_the_explicit_bfgs_inverse_hessian():
     h = v.T @ h @ v + rho * np.outer(si, si)
   # Ring buffer with 2 empty slots, the 4 pairs stored starting at slot 3 (wrapping around).
   slots = (3 + np.arange(m)) % (m + 2)
-  s_hist = np.zeros((m + 2, n)); y_hist = np.zeros((m + 2, n)); rho_hist = np.zeros(m + 2)
+  s_hist, y_hist = np.zeros((m + 2, n)), np.zeros((m + 2, n))
   s_hist[slots], y_hist[slots] = s, y
-  rho_hist[slots] = 1 / np.sum(s * y, axis=1)
-  got = lbfgs.two_loop(jnp.asarray(g, jnp.float32), jnp.asarray(s_hist, jnp.float32),
-                       jnp.asarray(y_hist, jnp.float32), jnp.asarray(rho_hist, jnp.float32),
-                       jnp.asarray((3 + m) % (m + 2)), jnp.asarray(gamma, jnp.float32))
+  f32 = lambda v: jnp.asarray(v, jnp.float32)
+  got = lbfgs.inverse_hessian_product(f32(g), f32(s_hist), f32(y_hist), f32(s_hist @ y_hist.T),
+                                      f32(y_hist @ y_hist.T), jnp.asarray((3 + m) % (m + 2)),
+                                      f32(gamma))
   np.testing.assert_allclose(got, h @ g, rtol=1e-4, atol=1e-5)
 
 
@@ -123,6 +124,53 @@ def test_lbfgs_first_step_is_l1_capped_and_it_solves_a_quadratic():
                                     lbfgs.LBFGSConfig(steps=10))
   np.testing.assert_allclose(state.best_x, solution, rtol=1e-4, atol=1e-5)
   assert losses.shape == (10,)
+
+
+def _torch_lbfgs_iterates(grad_fn, x, iterations, lr=1.0, history=100):
+  """A numpy transcription of torch.optim.LBFGS's loop (no line search): two-loop recursion
+  over Python lists, pairs kept only if yᵀs > 1e-10, first step scaled by min(1, 1/‖g‖₁)."""
+  old_s, old_y, h_diag, xs = [], [], 1.0, []
+  g = grad_fn(x)
+  d = t = g_prev = None
+  for k in range(iterations):
+    if k == 0:
+      d = -g
+    else:
+      y, s = g - g_prev, d * t
+      if y @ s > 1e-10:
+        if len(old_s) == history:
+          old_s.pop(0), old_y.pop(0)
+        old_s.append(s), old_y.append(y)
+        h_diag = (y @ s) / (y @ y)
+      q, alphas = -g, []
+      for si, yi in reversed(list(zip(old_s, old_y))):
+        alphas.append((si @ q) / (yi @ si))
+        q = q - alphas[-1] * yi
+      d = q * h_diag
+      for (si, yi), alpha in zip(zip(old_s, old_y), reversed(alphas)):
+        d = d + si * (alpha - (yi @ d) / (yi @ si))
+    t = min(1.0, 1.0 / np.abs(g).sum()) * lr if k == 0 else lr
+    g_prev = g
+    x = x + t * d
+    g = grad_fn(x)
+    xs.append(x)
+  return np.stack(xs)
+
+
+def test_lbfgs_iterates_match_a_transcription_of_pytorchs_loop():
+  a = RNG.normal(size=(5, 5))
+  hessian, center = a @ a.T / 5 + np.eye(5), RNG.normal(size=5)
+  grad_fn = lambda x: (x - center) ** 3 + hessian @ x
+  fun = lambda x: jnp.sum((x - center) ** 4) / 4 + 0.5 * x @ jnp.asarray(hessian) @ x
+  x0 = RNG.normal(size=5)
+  expected = _torch_lbfgs_iterates(grad_fn, x0, 12, history=4)  # History wraps around.
+  config = lbfgs.LBFGSConfig(history_size=4, divergence_factor=float("inf"), patience=0)
+  value_and_grad = jax.value_and_grad(fun)
+  state = lbfgs.init(value_and_grad, jnp.asarray(x0, jnp.float32), jax.random.PRNGKey(0),
+                     config)
+  for k in range(12):
+    state = lbfgs.iteration(state, value_and_grad, config)
+    np.testing.assert_allclose(state.x, expected[k], rtol=1e-3, atol=1e-4, err_msg=f"it {k}")
 
 
 def test_lbfgs_safeguard_rejects_a_step_into_nan():
@@ -171,3 +219,19 @@ def test_inverting_gradients_schedule_and_a_short_run_inside_the_box():
   assert 0.0 <= float(result.images.min()) and float(result.images.max()) <= 1.0
   assert float(result.gradient_loss) < 0.05  # The cosine cost starts near 1.
   assert result.snapshots.shape == (2, 1, 3, 3, 1)
+
+
+def test_text_attack_decodes_embeddings_to_tokens_and_runs_vmappable():
+  from lite_jax.leakage import text
+  tokens = jnp.asarray(text.encode("leak me"))
+  model = text.TinyTransformerLM(max_length=8, width=16)
+  params = model.init(jax.random.PRNGKey(0), tokens[None])["params"]
+  grads = text.sequence_gradient(model, params, tokens)
+  table = params["embed"]["embedding"]
+  np.testing.assert_array_equal(text.nearest_tokens(table[tokens], table), tokens)
+  assert text.decode(tokens) == "leak me"
+  result = text.text_attack(model, params, grads, len(tokens), jax.random.PRNGKey(1),
+                            lbfgs.LBFGSConfig(steps=2, max_iter=2))
+  assert result.labels.shape == (7,) and np.isfinite(float(result.gradient_loss))
+  with pytest.raises(UserError, match="outside the alphabet"):
+    text.encode("ünïcode")

@@ -19,7 +19,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 
 def _run(*args):
-  env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="")
+  # Same environment as this process (devices, compilation cache), so the launcher's programs
+  # and the in-process sweep's are the same programs and compile once.
+  env = dict(os.environ, JAX_PLATFORMS="cpu")
   return subprocess.run([sys.executable, *args], cwd=ROOT, env=env, capture_output=True,
                         text=True, timeout=600)
 
@@ -39,15 +41,16 @@ def test_attack_mode_writes_png_metrics_and_a_final_json_line(tmp_path):
 
 
 @pytest.mark.slow
-def test_defense_sweep_writes_table_and_plot(tmp_path):
+def test_defense_sweep_writes_table_and_plots(tmp_path):
   config = dlg_configs.get_config("demo")
-  config.num_attacks = 1
+  config.num_attacks = 1  # x 3 settings: the same 3-attack program as the launcher test.
   images, labels = image_data.load_images("synthetic", size=16, channels=3, count=1,
                                           num_classes=10)
   task = image_data.load_digits_task()
   result = leakage.defense_sweep(config, images, labels, task, str(tmp_path))
   assert set(result["table"]) == {"none", "gaussian 0.01", "prune 0.5"}
   assert (tmp_path / "defense_sweep.png").exists()
+  assert (tmp_path / "defense_reconstructions.png").exists()
   table = (tmp_path / "defense_table.md").read_text()
   assert table.count("\n") == 5 and "task acc" in table
 
