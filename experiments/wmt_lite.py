@@ -55,4 +55,6 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  # Progress bars and the result line carry the news; --verbosity=0 shows library INFO logs.
+  flags.FLAGS.set_default("verbosity", -1)
+  app.run(main, flags_parser=errors.parse_flags)

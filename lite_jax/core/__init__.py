@@ -1,7 +1,7 @@
 """Shared plumbing: mesh and sharding rules, train state, checkpoints, metrics, MACs."""
 
 from lite_jax.core.checkpoint import Checkpointer, abstract_like
-from lite_jax.core.errors import UserError, exit_on_user_error
+from lite_jax.core.errors import UserError, exit_on_user_error, parse_flags
 from lite_jax.core.macs import MacsConvention, count_macs, count_params
 from lite_jax.core.mesh import (initialize_distributed, logical_shardings, make_mesh,
                                 rules_by_name, shard_batch)

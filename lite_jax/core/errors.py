@@ -2,8 +2,9 @@
 
 Library code raises `UserError` (a `ValueError`) when the *user* got something wrong: a bad
 flag, a missing file, a checkpoint from another model. Launchers wrap their `main` with
-`exit_on_user_error`, which prints the sentence and exits with status 2. Anything else is a
-bug and keeps its traceback.
+`exit_on_user_error`, which prints the sentence and exits with status 2, and pass
+`parse_flags` to `app.run` so that a config file rejecting its preset or overrides does the
+same. Anything else is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import functools
 import sys
 from typing import Callable, TypeVar
 
-from absl import logging
+from absl import flags, logging
 
 _F = TypeVar("_F", bound=Callable)
 
@@ -34,3 +35,27 @@ def exit_on_user_error(main: _F) -> _F:
       sys.exit(2)
 
   return wrapper  # type: ignore[return-value]
+
+
+def _root_user_error(error: BaseException | None) -> UserError | None:
+  """The innermost `UserError` in an exception chain (config_flags re-wraps the original)."""
+  found = None
+  while error is not None:
+    if isinstance(error, UserError):
+      found = error
+    error = error.__cause__ or error.__context__
+  return found
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+  """`app.run(main, flags_parser=parse_flags)`: a bad flag value is one sentence and exit 2.
+
+  Config files (ml_collections `get_config`) raise `UserError` for an unknown preset; absl
+  would print it wrapped in a traceback.
+  """
+  try:
+    return flags.FLAGS(argv)
+  except flags.Error as e:
+    cause = _root_user_error(e)
+    print(f"error: {cause if cause is not None else e}", file=sys.stderr, flush=True)
+    sys.exit(2)

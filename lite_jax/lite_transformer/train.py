@@ -306,7 +306,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   else:
     state, data_state = restored
     iterator.set_state(data_state["iterator"])
-    logging.info("resumed from step %d in %s", int(state.step), ckpt.directory)
+    logging.warning("resuming from step %d of %s (use a fresh --workdir to start over)",
+                    int(state.step), ckpt.directory)
 
   step_fn = jax.jit(
       functools.partial(train_step, model=setup.model,
@@ -319,60 +320,75 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   last_step = total_steps if max_steps_this_run is None else min(
       total_steps, first_step + max_steps_this_run)
   writer = core.MetricWriter(workdir)
-  sums, pending, tokens_seen, start = None, 0, 0.0, time.time()
-
-  def flush(step):
-    """Fetches the metrics summed since the last flush: a non-finite loss stops here."""
-    nonlocal sums, pending, tokens_seen
-    if sums is None:
-      return {}
-    host = {k: float(v) for k, v in sums.items()}
-    core.check_finite(host["loss"], step)
-    tokens = max(host["tokens"], 1.0)
-    tokens_seen += host["tokens"]
-    record = {"train_loss": host["loss"] / tokens, "train_ppl": float(np.exp(host["nll"] / tokens)),
-              "learning_rate": float(setup.schedule(step // config.optim.grad_accum_steps)),
-              "steps_per_s": pending / max(time.time() - flush.t, 1e-9)}
-    sums, pending, flush.t = None, 0, time.time()
-    return record
-  flush.t = start
-
-  def save(step, force=False):
-    ckpt.save(step, state, data_state={"iterator": iterator.get_state()},
-              config=config.to_dict(), force=force)
-
+  meter = _TrainMeter(setup.schedule, config.optim.grad_accum_steps)
+  validation = {}
   with core.progress(total=total_steps, initial=first_step, desc="train") as bar:
     for step in range(first_step + 1, last_step + 1):
-      batch = core.shard_batch(next(iterator), setup.mesh)
-      state, step_sums = step_fn(state, batch)
-      sums = step_sums if sums is None else jax.tree.map(jnp.add, sums, step_sums)
-      pending += 1
+      state, step_sums = step_fn(state, core.shard_batch(next(iterator), setup.mesh))
+      meter.add(step_sums)
       bar.update()
       record = {}
-      if step % config.train.log_every == 0 or step == last_step:
-        record.update(flush(step))
+      checkpoint = step % config.train.checkpoint_every == 0 or step == last_step
+      # Flushing checks the loss is finite, so a non-finite state is never saved.
+      if checkpoint or step % config.train.log_every == 0:
+        record.update(meter.flush(step))
         bar.set_postfix(loss=f"{record['train_loss']:.3f}")
       if step % config.train.eval_every == 0 or step == total_steps:
-        record.update(_validation_loss(state.params, setup, task, config))
+        validation = _validation_loss(state.params, setup, task, config)
+        record.update(validation)
       if record:
         writer.write(step, record)
-      if step % config.train.checkpoint_every == 0 or step == last_step:
-        flush_record = flush(step)  # Never save a state whose loss went non-finite.
-        if flush_record:
-          writer.write(step, flush_record)
-        save(step, force=step == last_step)
-  train_time = time.time() - start
+      if checkpoint:
+        ckpt.save(step, state, data_state={"iterator": iterator.get_state()},
+                  config=config.to_dict(), force=step == last_step)
   ckpt.wait()
   writer.close()
-  result = {"steps": last_step, "train_time_s": round(train_time, 1),
-            "train_tokens_per_s": round(tokens_seen / max(train_time, 1e-9), 1)}
+  result = {"steps": last_step, **meter.throughput()}
   if last_step < total_steps:
     return result
-  params = _load_params(config, setup, ckpt) if config.eval.average_last_n > 1 else state.params
-  result.update(_validation_loss(params, setup, task, config))
+  params = state.params
+  if config.eval.average_last_n > 1:
+    params = _load_params(config, setup, ckpt)
+    validation = _validation_loss(params, setup, task, config)
+  result.update(validation)
   result.update(_test_metrics(config, workdir, task, setup, params))
   ckpt.close()
   return result
+
+
+class _TrainMeter:
+  """Sums step metrics on device; `flush` fetches them with one host sync per window."""
+
+  def __init__(self, schedule, grad_accum_steps: int):
+    self._schedule = schedule
+    self._accum = grad_accum_steps
+    self._sums = None
+    self._window_steps = 0
+    self._window_start = self._start = time.time()
+    self._tokens = 0.0
+
+  def add(self, sums: dict[str, jax.Array]) -> None:
+    self._sums = sums if self._sums is None else jax.tree.map(jnp.add, self._sums, sums)
+    self._window_steps += 1
+
+  def flush(self, step: int) -> dict[str, float]:
+    """Train loss/perplexity since the last flush; raises if the loss went non-finite."""
+    host = {k: float(v) for k, v in self._sums.items()}
+    core.check_finite(host["loss"], step)
+    tokens = max(host["tokens"], 1.0)
+    now = time.time()
+    record = {"train_loss": host["loss"] / tokens,
+              "train_ppl": float(np.exp(host["nll"] / tokens)),
+              "learning_rate": float(self._schedule(step // self._accum)),
+              "steps_per_s": self._window_steps / max(now - self._window_start, 1e-9)}
+    self._tokens += host["tokens"]
+    self._sums, self._window_steps, self._window_start = None, 0, now
+    return record
+
+  def throughput(self) -> dict[str, float]:
+    elapsed = max(time.time() - self._start, 1e-9)
+    return {"train_time_s": round(elapsed, 1),
+            "train_target_tokens_per_s": round(self._tokens / elapsed, 1)}
 
 
 # ------------------------------------------------------------------------------------------
