@@ -2,7 +2,7 @@ r"""Lite Transformer (Long-Short Range Attention) for machine translation: every
 
 Presets (`--config=experiments/configs/wmt_lite.py:PRESET`, or a flagfile that names one):
 
-* `demo`: the built-in synthetic corpus (no download), a small Lite model, ~5 minutes on
+* `demo`: the built-in synthetic corpus (no download), a small Lite model, under 10 minutes on
   2 CPU cores; held-out sacreBLEU >= 50.
     python -m experiments.wmt_lite --flagfile=experiments/flags/wmt_lite_demo.flags
 * `tiny`: the same task shrunk for tests (a few steps, seconds).

@@ -222,3 +222,24 @@ def test_launcher_unknown_preset_fails_cleanly():
   assert result.returncode != 0
   assert "unknown preset" in result.stderr
   assert "Traceback" not in result.stderr
+
+
+def test_launcher_translate_reads_stdin(trained):
+  full, *_ = trained
+  result = _launch("--config=experiments/configs/wmt_lite.py:tiny", f"--workdir={full}",
+                   "--mode=translate", stdin="the cat sees a dog\nthese birds sing\n")
+  assert result.returncode == 0, result.stderr[-2000:]
+  *translations, last = result.stdout.strip().splitlines()
+  assert len(translations) == 2
+  assert json.loads(last) == {"sentences": 2}
+
+
+def test_tokenized_bleu_moses_splits_punctuation():
+  config = _tiny()
+  hyps, refs = ["the dog , which barks , runs ."], ["the dog, which barks, runs."]
+  config.eval.tokenized_bleu = "none"
+  assert train.bleu_scores(hyps, refs, config)["tok_bleu"] < 50
+  config.eval.tokenized_bleu = "moses"
+  scores = train.bleu_scores(hyps, refs, config)
+  assert scores["tok_bleu"] == pytest.approx(100.0)
+  assert scores["bleu"] == pytest.approx(100.0)  # sacreBLEU's 13a tokenizer agrees
