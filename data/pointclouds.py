@@ -316,14 +316,13 @@ def synthetic_room(seed: int, index: int, points_per_m2: float = 150.0
     pieces.append(("clutter", (rng.uniform(0.5, size[0] - 0.5), rng.uniform(0.5, size[1] - 0.5),
                                0.1), tuple(rng.uniform(0.05, 0.15, 3))))
   xyz, rgb, labels = [], [], []
-  base_colors = np.random.default_rng(7).uniform(40, 220, (len(S3DIS_CLASSES), 3))
   for name, center, half in pieces:
     count = max(8, int(points_per_m2 * _area("box", half) / 2))
     p, _ = _box(rng, count, np.asarray(center), half)
-    label = S3DIS_CLASSES.index(name)
     xyz.append(p)
-    rgb.append(np.clip(base_colors[label] + rng.normal(0, 12, (count, 3)), 0, 255))
-    labels.append(np.full(count, label, np.int32))
+    # A random colour per piece, not per class: the labels must be read from the geometry.
+    rgb.append(np.clip(rng.uniform(40, 220, 3) + rng.normal(0, 12, (count, 3)), 0, 255))
+    labels.append(np.full(count, S3DIS_CLASSES.index(name), np.int32))
   return np.concatenate(xyz), np.concatenate(rgb), np.concatenate(labels)
 
 

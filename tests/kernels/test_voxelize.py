@@ -58,27 +58,31 @@ def test_reference_matches_numpy_loop(normalize):
       np.any(want_voxels != 0, axis=-1)) > 10
 
 
+# Jitted once per signature: eager op-by-op dispatch compiles every small op separately.
+normalize_coords = jax.jit(vox.normalize_coords, static_argnums=(1, 2))
+
+
 def test_coordinate_semantics():
   r = 4
   # Centred x = +-0.25 -> (x + 1) / 2 * 4 = 2.5 and 1.5: both round half to even to voxel 2.
   coords = jnp.array([[[0.25, 0.0, 0.0], [-0.25, 0.0, 0.0]]])
-  norm_coords = vox.normalize_coords(coords, r)
+  norm_coords = normalize_coords(coords, r)
   np.testing.assert_allclose(norm_coords[0, :, 0], [2.5, 1.5])
   np.testing.assert_array_equal(vox.voxel_ids(norm_coords, r), [[2 * 16 + 2 * 4 + 2] * 2])
   # normalize=True: the farthest point lands r/2 from the grid centre (here inside the grid).
   far = jnp.array([[[-3.0, -3.0, -3.0], [1.0, 1.0, 1.0], [1.0, 0.5, 1.0], [1.0, 1.0, 0.5]]])
-  norm_coords = vox.normalize_coords(far, 10, normalize=True)
+  norm_coords = normalize_coords(far, 10, True)
   np.testing.assert_allclose(np.linalg.norm(norm_coords[0, 0] - 5.0), 5.0, rtol=1e-6)
   # Everything clamps into [0, r - 1]; all-identical points go to the centre, not NaN.
   _, coords = cloud(1, 2, 50, 1, spread=3.0)
   for normalize in (False, True):
-    norm_coords = vox.normalize_coords(jnp.asarray(coords), r, normalize)
+    norm_coords = normalize_coords(jnp.asarray(coords), r, normalize)
     assert float(norm_coords.min()) >= 0 and float(norm_coords.max()) <= r - 1
-  same = vox.normalize_coords(jnp.ones((1, 5, 3)), r, normalize=True)
+  same = normalize_coords(jnp.ones((1, 5, 3)), r, True)
   np.testing.assert_array_equal(same, np.full((1, 5, 3), r / 2))
 
 
-def _kernel_and_reference(features, coords, r, normalize=False, tiling=None):
+def _kernel_and_reference(features, coords, r, normalize=False):
   """Both paths' voxels, norm_coords and feature gradients of a fixed random linear loss."""
   weights = jax.random.normal(jax.random.PRNGKey(0), (coords.shape[0], r, r, r,
                                                       features.shape[-1]))
@@ -91,42 +95,50 @@ def _kernel_and_reference(features, coords, r, normalize=False, tiling=None):
     return voxels, norm, grads
 
   kernel = jax.jit(lambda: run(lambda x: vox.voxelize(x, coords, r, normalize=normalize,
-                                                      interpret=True, tiling=tiling)))()
+                                                      interpret=True)))()
   reference = jax.jit(lambda: run(lambda x: vox.voxelize_reference(x, coords, r,
                                                                    normalize=normalize)))()
-  return kernel, reference
+  return kernel, reference, weights
 
 
-def _edge_case(name):
-  features, coords = cloud(2, 2, 37, 6)
-  if name == "one_point":
-    return features[:1, :1, :3], coords[:1, :1], True
-  if name == "identical_points":
-    return features[:, :5], np.ones_like(coords[:, :5]), True
-  if name == "on_the_boundary":  # Centred at exactly -1 / +1: lands on 0 and clamps to r - 1.
-    boundary = np.array([[1.0, -1.0, 0.0], [-1.0, 1.0, 0.0], [0.0, 0.0, 1.0], [0.0, 0.0, -1.0]])
-    return features[:1, :4], boundary[None].astype(np.float32), False
-  return features, coords, name == "random_normalized"
+def edge_case_batch():
+  """One batch, one edge case per sample (samples are normalized independently): random
+  points, all points identical, points exactly on the boundary (centred at +-1: they land on
+  0 and clamp to r - 1), and a cluster crowded into few voxels (many duplicate ids)."""
+  features, coords = cloud(2, 4, 12, 6)
+  coords[1] = 0.3
+  coords[2] = np.resize([[1, -1, 0], [-1, 1, 0], [0, 0, 1], [0, 0, -1]], (12, 3))
+  coords[3] *= 0.05
+  return jnp.asarray(features), jnp.asarray(coords)
 
 
-@pytest.mark.parametrize("case", ["random", "random_normalized", "one_point",
-                                  "identical_points", "on_the_boundary"])
-def test_kernel_matches_reference_interpret(case):
-  features, coords, normalize = _edge_case(case)
-  kernel, reference = _kernel_and_reference(jnp.asarray(features), jnp.asarray(coords), 4,
-                                            normalize)
+@pytest.fixture(scope="module", params=[False, True], ids=["unit_sphere", "normalized"])
+def edge_cases(request):
+  features, coords = edge_case_batch()
+  return _kernel_and_reference(features, coords, 4, request.param)
+
+
+def test_kernel_matches_reference_interpret(edge_cases):
+  kernel, reference, _ = edge_cases
   for got, want in zip(kernel, reference):
     np.testing.assert_allclose(got, want, atol=1e-6)
-  assert np.any(np.asarray(kernel[0]) != 0)
+  assert np.all(np.any(np.asarray(kernel[0]).reshape(4, -1) != 0, axis=1))
 
 
-def test_gradient_is_the_mean_gather():
-  features, coords = cloud(3, 2, 30, 4)
-  (voxels, norm, grads), _ = _kernel_and_reference(jnp.asarray(features), jnp.asarray(coords), 3)
-  ids = np.asarray(vox.voxel_ids(norm, 3))
-  counts = np.stack([np.bincount(row, minlength=27) for row in ids])
-  weights = jax.random.normal(jax.random.PRNGKey(0), (2, 3, 3, 3, 4)).reshape(2, 27, 4)
-  want = np.take_along_axis(np.asarray(weights), ids[..., None], 1)
+def test_one_point():
+  features, coords = cloud(3, 1, 1, 3)
+  kernel, reference, _ = _kernel_and_reference(jnp.asarray(features), jnp.asarray(coords), 4,
+                                               True)
+  for got, want in zip(kernel, reference):
+    np.testing.assert_allclose(got, want, atol=1e-6)
+  np.testing.assert_allclose(kernel[0][0, 2, 2, 2], features[0, 0])  # The grid centre.
+
+
+def test_gradient_is_the_mean_gather(edge_cases):
+  (_, norm, grads), _, weights = edge_cases
+  ids = np.asarray(vox.voxel_ids(norm, 4))
+  counts = np.stack([np.bincount(row, minlength=64) for row in ids])
+  want = np.take_along_axis(np.asarray(weights).reshape(4, 64, 6), ids[..., None], 1)
   want /= np.take_along_axis(counts, ids, 1)[..., None]
   np.testing.assert_allclose(grads, want, atol=1e-6)
 
@@ -134,7 +146,7 @@ def test_gradient_is_the_mean_gather():
 def test_bfloat16_accumulates_in_float32():
   features, coords = cloud(4, 2, 40, 8)
   features = jnp.asarray(features, jnp.bfloat16)
-  (voxels, _, grads), (want_voxels, _, want_grads) = _kernel_and_reference(
+  (voxels, _, grads), (want_voxels, _, want_grads), _ = _kernel_and_reference(
       features, jnp.asarray(coords), 3)
   assert voxels.dtype == grads.dtype == jnp.bfloat16
   np.testing.assert_allclose(np.float32(voxels), np.float32(want_voxels), rtol=1e-2, atol=1e-2)

@@ -1,0 +1,13 @@
+r"""PVCNN scene segmentation (S3DIS, Area 5 held out, or synthetic rooms): train, eval, profile.
+
+    python -m experiments.pvcnn_s3dis --flagfile=experiments/flags/pvcnn_s3dis_demo.flags
+    python -m experiments.pvcnn_s3dis --flagfile=experiments/flags/pvcnn_s3dis_c1.flags \
+        --config.data.manual_dir=/path/to/Stanford3dDataset_v1.2_Aligned_Version
+
+Every mode ends by printing one JSON line of its results.
+"""
+
+from experiments.pvcnn_shapenet import launch
+
+if __name__ == "__main__":
+  launch("experiments/configs/pvcnn_s3dis.py:demo", "runs/pvcnn_s3dis_demo")
