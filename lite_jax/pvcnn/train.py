@@ -282,6 +282,7 @@ def _predict_votes(run: Callable, jobs: Iterable[tuple[Any, dict[str, np.ndarray
   Yields:
     `(key, confidence [k, N], prediction [k, N])` per job, in order.
   """
+  samples = lambda inputs: len(next(iter(inputs.values())))
   waiting: list[dict[str, np.ndarray]] = []  # inputs not yet run
   owners: list[tuple[Any, int]] = []  # jobs whose results are not all out yet
   done_conf, done_pred = [], []  # results not yet handed out, in sample order
@@ -293,8 +294,8 @@ def _predict_votes(run: Callable, jobs: Iterable[tuple[Any, dict[str, np.ndarray
       exhausted = True
     else:
       waiting.append(job[1])
-      owners.append((job[0], len(next(iter(job[1].values())))))
-    pending = sum(len(next(iter(w.values()))) for w in waiting)
+      owners.append((job[0], samples(job[1])))
+    pending = sum(samples(w) for w in waiting)
     while pending >= batch_size or (exhausted and pending):
       inputs = {k: np.concatenate([w[k] for w in waiting]) for k in waiting[0]}
       take = min(batch_size, pending)

@@ -14,7 +14,7 @@ from kernels import devoxelize as devox
 from kernels.voxelize import Tiling
 
 ON_GPU = jax.default_backend() == "gpu"
-gpu_only = [pytest.mark.gpu, pytest.mark.skipif(not ON_GPU, reason="needs a GPU")]
+needs_gpu = pytest.mark.skipif(not ON_GPU, reason="compiled Pallas kernels need a GPU")
 
 
 def devoxelize_loop(voxels, norm_coords):
@@ -143,8 +143,9 @@ def test_bad_inputs_get_clear_errors():
                                          ((2, 3000, 48, 64), jnp.float32),
                                          ((3, 1000, 6, 16), jnp.float32),
                                          ((4, 5000, 64, 32), jnp.bfloat16)])
-@pytest.mark.parametrize("mark", [pytest.param(None, marks=gpu_only)])
-def test_compiled_kernel_matches_reference_on_gpu(shape, dtype, mark):
+@pytest.mark.gpu
+@needs_gpu
+def test_compiled_kernel_matches_reference_on_gpu(shape, dtype):
   batch, num_points, channels, r = shape
   voxels, norm_coords = grid_and_points(7, batch, num_points, channels, r)
   voxels = jnp.asarray(voxels, dtype)

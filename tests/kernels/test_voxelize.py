@@ -12,7 +12,7 @@ from kernels import _dispatch
 from kernels import voxelize as vox
 
 ON_GPU = jax.default_backend() == "gpu"
-gpu_only = [pytest.mark.gpu, pytest.mark.skipif(not ON_GPU, reason="needs a GPU")]
+needs_gpu = pytest.mark.skipif(not ON_GPU, reason="compiled Pallas kernels need a GPU")
 
 
 def voxelize_loop(features, coords, resolution, normalize, eps=0.0):
@@ -223,8 +223,9 @@ def test_path_selection_is_reported_and_never_silent(caplog):
                                          ((2, 3000, 48, 64), jnp.float32),
                                          ((3, 1000, 6, 16), jnp.float32),
                                          ((4, 5000, 64, 32), jnp.bfloat16)])
-@pytest.mark.parametrize("mark", [pytest.param(None, marks=gpu_only)])
-def test_compiled_kernel_matches_reference_on_gpu(shape, dtype, mark):
+@pytest.mark.gpu
+@needs_gpu
+def test_compiled_kernel_matches_reference_on_gpu(shape, dtype):
   batch, num_points, channels, r = shape
   features, coords = cloud(8, batch, num_points, channels)
   features = jnp.asarray(features, dtype)
