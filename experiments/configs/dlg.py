@@ -72,13 +72,16 @@ def idlg() -> ConfigDict:
 def inverting_gradients() -> ConfigDict:
   """Inverting Gradients (Geiping et al. 2020): cosine + TV, signed Adam, box, restarts.
 
-  inversefed DEFAULT_CONFIG budget (4,800 iterations, TV 1e-1), 2 restarts, LeNet victim.
-  Expected: a recognisable image (PSNR well above the random-image baseline, ~10 dB); the
+  inversefed's 4,800-iteration budget with its CLI TV weight 1e-4 (DEFAULT_CONFIG's 0.1 is
+  tuned for normalised ResNet inputs and blurs LeNet's reconstruction to PSNR ~15 dB), 2
+  restarts, LeNet victim, label from the iDLG rule.
+  Expected: a recognisable image (measured: PSNR 18.9 dB, SSIM 0.81 on the astronaut); the
   cosine loss ignores the gradient's scale, so pixel-exact recovery is not expected.
   Command: python -m experiments.dlg --flagfile=experiments/flags/dlg_ig.flags
   """
   c = _base()
   c.attack = "ig"
+  c.ig.tv_weight = 1e-4
   c.ig.restarts = 2
   return c
 

@@ -356,8 +356,8 @@ def run_text_attack(config, workdir: str) -> dict[str, Any]:
   tokens = jnp.asarray(text.encode(config.text.sentence[:config.text.length]))
   model = text.TinyTransformerLM(max_length=config.text.length, width=config.text.width,
                                  num_layers=config.text.layers)
-  params = model.init(jax.random.PRNGKey(config.model_seed), tokens[None])["params"]
-  grads = text.sequence_gradient(model, params, tokens)
+  params = jax.jit(model.init)(jax.random.PRNGKey(config.model_seed), tokens[None])["params"]
+  grads = jax.jit(text.sequence_gradient, static_argnums=0)(model, params, tokens)
   keys = jax.random.split(jax.random.PRNGKey(config.seed), config.num_attacks)
   attack = jax.jit(jax.vmap(lambda k: text.text_attack(model, params, grads, len(tokens), k,
                                                        lbfgs_config(config))))

@@ -88,7 +88,9 @@ class LBFGSState(flax.struct.PyTreeNode):
   `[history_size, n]` form a ring buffer whose next slot is `head`; `sy, yy [history_size,
   history_size]` hold their inner products `s_i·y_j`, `y_i·y_j` (slot order; an empty slot
   has `sy[i, i] = 0`). `fresh`: the memory is empty and the next step is the scaled
-  first step. `rejected`: steps rejected since the last outer step. `best_*`: the lowest
+  first step. `evaluated`: `loss, grad` belong to `x` (a new or restarted run is evaluated by
+  its first iteration, so the loss graph appears once in the compiled loop). `rejected`: steps
+  rejected since the last outer step. `best_*`: the lowest
   loss over all restarts; `run_best` the lowest of the current run and `checkpoint_loss` its
   value at the last progress check.
   """
@@ -105,6 +107,7 @@ class LBFGSState(flax.struct.PyTreeNode):
   head: jax.Array
   h_diag: jax.Array
   fresh: jax.Array
+  evaluated: jax.Array
   rejected: jax.Array
   best_x: jax.Array
   best_loss: jax.Array
@@ -120,7 +123,7 @@ def _finite_or_inf(loss):
 
 
 def _fresh_run(x, loss, grad, history_size):
-  """The fields that start over at a new point: empty memory, scaled first step."""
+  """The fields that start over at a point: empty memory, scaled first step."""
   n = x.shape[0]
   zeros = jnp.zeros_like(x)
   return dict(x=x, loss=loss, grad=grad, direction=zeros, step=jnp.zeros((), x.dtype),
@@ -131,14 +134,19 @@ def _fresh_run(x, loss, grad, history_size):
               h_diag=jnp.ones((), x.dtype), fresh=jnp.ones((), bool))
 
 
-def init(value_and_grad: Callable, x0: jax.Array, key: jax.Array,
-         config: LBFGSConfig) -> LBFGSState:
-  """The state at `x0 [n]`; `key` seeds restarts."""
-  loss, grad = value_and_grad(x0)
-  loss = _finite_or_inf(loss)
-  return LBFGSState(**_fresh_run(x0, loss, grad, config.history_size),
-                    rejected=jnp.zeros((), jnp.int32), best_x=x0, best_loss=loss,
-                    run_best=loss, checkpoint_loss=loss, initial_loss=loss,
+def _unevaluated_run(x, history_size):
+  """A new run at `x`, to be evaluated by the next iteration."""
+  inf = jnp.full((), jnp.inf, x.dtype)
+  return dict(**_fresh_run(x, inf, jnp.zeros_like(x), history_size),
+              evaluated=jnp.zeros((), bool), run_best=inf, checkpoint_loss=inf)
+
+
+def init(x0: jax.Array, key: jax.Array, config: LBFGSConfig) -> LBFGSState:
+  """A run starting at `x0 [n]` (evaluated by the first `iteration`); `key` seeds restarts."""
+  return LBFGSState(**_unevaluated_run(x0, config.history_size),
+                    rejected=jnp.zeros((), jnp.int32), best_x=x0,
+                    best_loss=jnp.full((), jnp.inf, x0.dtype),
+                    initial_loss=jnp.full((), jnp.inf, x0.dtype),
                     restarts=jnp.zeros((), jnp.int32), key=key)
 
 
@@ -200,10 +208,10 @@ def iteration(state: LBFGSState, value_and_grad: Callable, config: LBFGSConfig) 
   converged = jnp.max(jnp.abs(state.grad)) <= config.tolerance_grad
   descent = jnp.dot(state.grad, direction) <= -config.tolerance_change
   # A point that does not move is a fixed point of this map: s = 0 adds no pair next time.
-  step = jnp.where(descent & jnp.logical_not(converged),
-                   config.learning_rate * jnp.where(state.fresh, first_scale, 1.0), 0.0)
+  moves = descent & jnp.logical_not(converged) & state.evaluated
+  step = jnp.where(moves, config.learning_rate * jnp.where(state.fresh, first_scale, 1.0), 0.0)
 
-  x_new = state.x + step * direction
+  x_new = jnp.where(moves, state.x + step * direction, state.x)  # Also keeps NaN directions out.
   loss_new, grad_new = value_and_grad(x_new)
   finite = jnp.isfinite(loss_new) & jnp.all(jnp.isfinite(grad_new))
   rejected = (step > 0) & (jnp.logical_not(finite)
@@ -211,19 +219,24 @@ def iteration(state: LBFGSState, value_and_grad: Callable, config: LBFGSConfig) 
   if math.isinf(config.divergence_factor):  # Plain PyTorch: NaN and all.
     rejected = jnp.zeros((), bool)
 
+  pending = jnp.logical_not(state.evaluated)
   accepted = dict(x=x_new, loss=loss_new, grad=grad_new, direction=direction, step=step,
                   prev_grad=state.grad, s_hist=s_hist, y_hist=y_hist, sy=sy, yy=yy, head=head,
-                  h_diag=h_diag, fresh=jnp.zeros((), bool))
+                  h_diag=h_diag, fresh=pending)
   # A rejected step stays at the old iterate with an empty memory, so the next step is the
   # cautious first step again.
   new = _select(rejected, _fresh_run(state.x, state.loss, state.grad, config.history_size),
                 accepted)
-  improved = jnp.logical_not(rejected) & (_finite_or_inf(loss_new) < state.best_loss)
-  return state.replace(**new, rejected=state.rejected + rejected.astype(jnp.int32),
+  loss_seen = jnp.where(rejected, jnp.inf, _finite_or_inf(loss_new))
+  improved = loss_seen < state.best_loss
+  return state.replace(**new, evaluated=jnp.ones((), bool),
+                       rejected=state.rejected + rejected.astype(jnp.int32),
                        best_x=jnp.where(improved, x_new, state.best_x),
                        best_loss=jnp.where(improved, loss_new, state.best_loss),
-                       run_best=jnp.minimum(state.run_best, jnp.where(
-                           rejected, jnp.inf, _finite_or_inf(loss_new))))
+                       run_best=jnp.minimum(state.run_best, loss_seen),
+                       checkpoint_loss=jnp.where(pending, loss_seen, state.checkpoint_loss),
+                       initial_loss=jnp.where(jnp.isinf(state.initial_loss), loss_seen,
+                                              state.initial_loss))
 
 
 def outer_step(state: LBFGSState, count: jax.Array, value_and_grad: Callable,
@@ -249,13 +262,7 @@ def outer_step(state: LBFGSState, count: jax.Array, value_and_grad: Callable,
   restart = jnp.logical_not(converged) & (stuck | no_progress)
 
   key, restart_key = jax.random.split(state.key)
-  # Restarts are rare, but under vmap a `cond` would run both branches anyway: evaluate the
-  # restart point once per outer step and select.
-  x0 = init_fn(restart_key)
-  loss0, grad0 = value_and_grad(x0)
-  loss0 = _finite_or_inf(loss0)
-  restarted = state.replace(**_fresh_run(x0, loss0, grad0, config.history_size),
-                            run_best=loss0, checkpoint_loss=loss0,
+  restarted = state.replace(**_unevaluated_run(init_fn(restart_key), config.history_size),
                             restarts=state.restarts + 1)
   state = state.replace(checkpoint_loss=jnp.where(check, state.run_best,
                                                   state.checkpoint_loss))
@@ -285,7 +292,7 @@ def minimize(fun: Callable[[jax.Array], jax.Array], init_fn: Callable[[jax.Array
     raise ValueError(f"num_snapshots={num_snapshots} must divide steps={config.steps}.")
   value_and_grad = jax.value_and_grad(fun)
   init_key, run_key = jax.random.split(key)
-  state = init(value_and_grad, init_fn(init_key), run_key, config)
+  state = init(init_fn(init_key), run_key, config)
   every = config.steps // max(num_snapshots, 1)
   losses = jnp.zeros((config.steps,), state.loss.dtype)
   snapshots = jnp.zeros((num_snapshots,) + state.x.shape, state.x.dtype)

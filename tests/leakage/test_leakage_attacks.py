@@ -49,6 +49,7 @@ def test_gradient_distance_vanishes_at_truth_and_its_gradient_matches_finite_dif
   x = jnp.asarray(RNG.uniform(size=(1, 3, 3, 1)).astype(np.float32))
   observed = victim.gradient(x, victim.one_hot(jnp.array([2])))
 
+  @jax.jit
   def cost(x_dummy, logits):
     return leakage.l2_distance(victim.gradient(x_dummy, jax.nn.softmax(logits)), observed)
 
@@ -56,7 +57,7 @@ def test_gradient_distance_vanishes_at_truth_and_its_gradient_matches_finite_dif
   assert float(cost(x, sharp)) < 1e-10
   x0 = jnp.asarray(RNG.uniform(size=(1, 3, 3, 1)).astype(np.float32))
   y0 = jnp.asarray(RNG.normal(size=(1, 3)).astype(np.float32))
-  gx, gy = jax.grad(cost, argnums=(0, 1))(x0, y0)
+  gx, gy = jax.jit(jax.grad(cost, argnums=(0, 1)))(x0, y0)
   eps = 1e-2
   for idx in [(0, 0, 0, 0), (0, 1, 2, 0), (0, 2, 1, 0)]:
     e = jnp.zeros_like(x0).at[idx].set(eps)
@@ -117,7 +118,9 @@ def test_lbfgs_first_step_is_l1_capped_and_it_solves_a_quadratic():
   fun = lambda x: 0.5 * (x - solution) @ hessian @ (x - solution)  # >= 0, like a distance.
   x0 = 10 * jnp.ones(8)
   config = lbfgs.LBFGSConfig(steps=1, max_iter=1)
-  state = lbfgs.init(jax.value_and_grad(fun), x0, jax.random.PRNGKey(0), config)
+  state = lbfgs.init(x0, jax.random.PRNGKey(0), config)
+  state = lbfgs.iteration(state, jax.value_and_grad(fun), config)  # Evaluates x0.
+  np.testing.assert_array_equal(state.x, x0)
   first = lbfgs.iteration(state, jax.value_and_grad(fun), config)
   assert float(jnp.sum(jnp.abs(first.x - x0))) == pytest.approx(1.0, rel=1e-5)
   state, losses, _ = lbfgs.minimize(fun, lambda k: x0, jax.random.PRNGKey(0),
@@ -166,8 +169,8 @@ def test_lbfgs_iterates_match_a_transcription_of_pytorchs_loop():
   expected = _torch_lbfgs_iterates(grad_fn, x0, 12, history=4)  # History wraps around.
   config = lbfgs.LBFGSConfig(history_size=4, divergence_factor=float("inf"), patience=0)
   value_and_grad = jax.value_and_grad(fun)
-  state = lbfgs.init(value_and_grad, jnp.asarray(x0, jnp.float32), jax.random.PRNGKey(0),
-                     config)
+  state = lbfgs.init(jnp.asarray(x0, jnp.float32), jax.random.PRNGKey(0), config)
+  state = lbfgs.iteration(state, value_and_grad, config)  # Evaluates x0.
   for k in range(12):
     state = lbfgs.iteration(state, value_and_grad, config)
     np.testing.assert_allclose(state.x, expected[k], rtol=1e-3, atol=1e-4, err_msg=f"it {k}")
@@ -225,13 +228,14 @@ def test_text_attack_decodes_embeddings_to_tokens_and_runs_vmappable():
   from lite_jax.leakage import text
   tokens = jnp.asarray(text.encode("leak me"))
   model = text.TinyTransformerLM(max_length=8, width=16)
-  params = model.init(jax.random.PRNGKey(0), tokens[None])["params"]
-  grads = text.sequence_gradient(model, params, tokens)
+  params = jax.jit(model.init)(jax.random.PRNGKey(0), tokens[None])["params"]
+  grads = jax.jit(text.sequence_gradient, static_argnums=0)(model, params, tokens)
   table = params["embed"]["embedding"]
   np.testing.assert_array_equal(text.nearest_tokens(table[tokens], table), tokens)
   assert text.decode(tokens) == "leak me"
-  result = text.text_attack(model, params, grads, len(tokens), jax.random.PRNGKey(1),
-                            lbfgs.LBFGSConfig(steps=2, max_iter=2))
+  result = jax.jit(lambda k: text.text_attack(model, params, grads, len(tokens), k,
+                                              lbfgs.LBFGSConfig(steps=2, max_iter=2)))(
+                                                  jax.random.PRNGKey(1))
   assert result.labels.shape == (7,) and np.isfinite(float(result.gradient_loss))
   with pytest.raises(UserError, match="outside the alphabet"):
     text.encode("ünïcode")

@@ -63,7 +63,7 @@ def test_user_module_and_sigmoid_resnet_give_gradients_of_their_params():
   victim = leakage.make_victim("resnet", jax.random.PRNGKey(0), input_shape=(8, 8, 3),
                                num_classes=10)
   x = jnp.ones((2, 8, 8, 3))
-  grads = victim.gradient(x, victim.one_hot(jnp.array([1, 2])))
+  grads = jax.jit(victim.gradient)(x, victim.one_hot(jnp.array([1, 2])))
   assert jax.tree.structure(grads) == jax.tree.structure(victim.params)
   custom = leakage.Victim.from_module(leakage.MLP(num_classes=3, hidden=(4,)),
                                       jax.random.PRNGKey(0), (2, 2, 1), 3)
