@@ -56,5 +56,6 @@ def main(argv):
 
 if __name__ == "__main__":
   # Progress bars and the result line carry the news; --verbosity=0 shows library INFO logs.
-  flags.FLAGS.set_default("verbosity", -1)
+  # (Assigned, not `set_default`: `app.run` raises a verbosity still at its default to INFO.)
+  flags.FLAGS.verbosity = -1
   app.run(main, flags_parser=errors.parse_flags)
