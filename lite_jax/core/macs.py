@@ -28,14 +28,17 @@ class MacsConvention:
       normalization and modulation multiplies).
     normalization_elements: per-primitive name, MACs per output element for ops a paper counts
       (e.g. `{"rsqrt": 1}`), added to the above.
+    depthwise_conv: count convolutions with one input channel per group.
   """
   name: str
   elementwise_mul: bool = False
   normalization_elements: tuple[tuple[str, int], ...] = ()
+  depthwise_conv: bool = True
 
 
-# Lite Transformer §3: linear layers + attention QK^T and AV, nothing elementwise.
-LITE_TRANSFORMER = MacsConvention("lite_transformer")
+# Lite Transformer §3: linear layers + attention QK^T and AV; not the depthwise (lightweight or
+# dynamic) convolutions, nothing elementwise. Reproduces the paper's 90M / 360M / 527M.
+LITE_TRANSFORMER = MacsConvention("lite_transformer", depthwise_conv=False)
 MATMUL_AND_CONV = MacsConvention("matmul_and_conv")
 
 
@@ -44,6 +47,12 @@ def _dot_general_macs(eqn) -> int:
   (_, rhs_contract), (_, rhs_batch) = eqn.params["dimension_numbers"]
   rhs_free = [d for i, d in enumerate(rhs) if i not in rhs_contract and i not in rhs_batch]
   return math.prod(lhs) * math.prod(rhs_free)
+
+
+def _is_depthwise(eqn) -> bool:
+  kernel = eqn.invars[1].aval.shape
+  return kernel[eqn.params["dimension_numbers"].rhs_spec[1]] == 1 and (
+      eqn.params["feature_group_count"] > 1)
 
 
 def _conv_macs(eqn) -> int:
@@ -74,7 +83,8 @@ def _jaxpr_macs(jaxpr, convention: MacsConvention) -> int:
     if name == "dot_general":
       total += _dot_general_macs(eqn)
     elif name == "conv_general_dilated":
-      total += _conv_macs(eqn)
+      if convention.depthwise_conv or not _is_depthwise(eqn):
+        total += _conv_macs(eqn)
     elif name in per_element:
       total += per_element[name] * math.prod(eqn.outvars[0].aval.shape)
     subs = [j for v in eqn.params.values() for j in _sub_jaxprs(v)]

@@ -90,8 +90,8 @@ def profile(config: ml_collections.ConfigDict) -> dict[str, Any]:
   """Parameters and Mult-Adds by the paper's convention.
 
   Mult-Adds: one 30-token source and 30-token target, encoder plus decoder run over the whole
-  target at once, linear layers and attention matmuls (and the convolutions, which the
-  reference's counts within ~0.3% include); embeddings and the output projection excluded.
+  target at once, linear layers and attention matmuls; embeddings, the output projection and
+  the depthwise convolutions (0.3% more) excluded.
   `params` excludes embedding tables (an untied output projection is counted).
   """
   model = EncoderDecoder(model_config(config, config.data.vocab_size))

@@ -104,6 +104,9 @@ def test_count_macs_against_closed_forms():
       x, w, (1,), "SAME", dimension_numbers=("NWC", "WIO", "NWC"), feature_group_count=6)
   assert core.count_macs(conv, jax.ShapeDtypeStruct((2, 10, 6), f32),
                          jax.ShapeDtypeStruct((3, 1, 6), f32)) == 2 * 10 * 6 * 3
+  assert core.count_macs(conv, jax.ShapeDtypeStruct((2, 10, 6), f32),
+                         jax.ShapeDtypeStruct((3, 1, 6), f32),
+                         convention=macs.LITE_TRANSFORMER) == 0
   # Transposed conv (input dilation) counted at output resolution.
   tconv = lambda x, w: jax.lax.conv_transpose(x, w, (2, 2), "SAME",
                                               dimension_numbers=("NHWC", "HWIO", "NHWC"))
