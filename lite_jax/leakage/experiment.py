@@ -143,9 +143,11 @@ def plot_reconstructions(path: str, snapshots: np.ndarray, originals: np.ndarray
 
 
 def _snapshot_iterations(config) -> list[int]:
-  per_step = config.lbfgs.max_iter if config.attack in ("dlg", "idlg") else 1
-  total = config.lbfgs.steps * per_step if config.attack in ("dlg", "idlg") else \
-      config.ig.iterations
+  """The iteration each snapshot was taken at (L-BFGS iterations, or Adam steps for IG)."""
+  if config.attack == "ig":
+    total = config.ig.iterations
+  else:
+    total = config.lbfgs.steps * config.lbfgs.max_iter
   return [total * (i + 1) // config.num_snapshots for i in range(config.num_snapshots)]
 
 
