@@ -52,4 +52,7 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  # Progress bars and the result line carry the news; --verbosity=0 shows library INFO logs.
+  # (Assigned, not `set_default`: `app.run` raises a verbosity still at its default to INFO.)
+  flags.FLAGS.verbosity = -1
+  app.run(main, flags_parser=errors.parse_flags)
