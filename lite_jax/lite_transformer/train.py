@@ -349,6 +349,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   params = state.params
   if config.eval.average_last_n > 1:
     params = _load_params(config, setup, ckpt)
+  if config.eval.average_last_n > 1 or not validation:  # averaged, or nothing left to train
     validation = _validation_loss(params, setup, task, config)
   result.update(validation)
   result.update(_test_metrics(config, workdir, task, setup, params))

@@ -125,6 +125,9 @@ def test_eval_and_translate_from_checkpoint(trained):
   evaluated = train.evaluate(_tiny(), full)
   assert evaluated["step"] == 8
   assert evaluated["bleu"] == pytest.approx(result["bleu"])
+  rerun = train.train_and_evaluate(_tiny(), full)  # nothing left to train: evaluates only
+  assert rerun["valid_loss"] == pytest.approx(evaluated["valid_loss"])
+  assert rerun["bleu"] == pytest.approx(result["bleu"])
   out = train.translate(_tiny(), full, ["the cat sees a dog .", "these birds sing"])
   assert len(out) == 2 and all(isinstance(s, str) for s in out)
 
