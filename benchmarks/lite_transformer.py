@@ -24,7 +24,6 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import flax.linen as nn  # noqa: E402
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
@@ -80,8 +79,7 @@ def _report(**record):
 def measure(preset: str) -> None:
   config = _config(preset)
   setup = train._setup(config, _VOCAB.value)
-  state = jax.jit(lambda k: nn.unbox(setup.init_fn(k)), out_shardings=setup.shardings)(
-      jax.random.PRNGKey(0))
+  state = core.init_sharded(setup.init_fn, jax.random.PRNGKey(0), setup.shardings)
   rng = np.random.default_rng(0)
   batch_size, length = _BATCH.value, _LENGTH.value
   tokens = lambda: rng.integers(4, _VOCAB.value, (batch_size, length), dtype=np.int32)

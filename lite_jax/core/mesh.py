@@ -7,7 +7,7 @@ FSDP or tensor parallelism is a different table, not different model code.
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import flax.linen as nn
 import jax
@@ -65,12 +65,31 @@ def rules_by_name(name: str) -> Rules:
   return RULES[name]
 
 
-def logical_shardings(abstract_tree: Any, mesh: Mesh, rules: Rules) -> Any:
-  """NamedShardings for a tree of (possibly `nn.LogicallyPartitioned`) abstract leaves."""
-  specs = nn.get_partition_spec(abstract_tree)
-  mesh_specs = nn.logical_to_mesh(specs, rules)
-  return jax.tree.map(lambda spec: NamedSharding(mesh, spec), mesh_specs,
-                      is_leaf=lambda x: isinstance(x, P))
+def abstract_sharded_state(init_fn: Callable[[jax.Array], Any], rng: jax.Array, mesh: Mesh,
+                           rules: Rules) -> tuple[Any, Any]:
+  """Shapes, dtypes and shardings of `init_fn(rng)`, without running it.
+
+  Args:
+    init_fn: `rng -> state` whose parameters (and hence optimizer moments) may hold
+      `nn.LogicallyPartitioned` boxes; their logical axes are mapped by `rules`.
+    rng: the key `init_fn` will get.
+    mesh, rules: the mesh and the logical-to-mesh rules table.
+
+  Returns:
+    `(abstract, shardings)`: the unboxed state as `ShapeDtypeStruct`s that carry their
+    shardings (what a checkpoint restore needs), and the `NamedSharding` tree (for
+    `jax.jit(in_shardings=/out_shardings=)` and `init_sharded`).
+  """
+  boxed = jax.eval_shape(init_fn, rng)
+  shardings = nn.unbox(nn.logical_to_mesh_sharding(nn.get_partition_spec(boxed), mesh, rules))
+  abstract = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+                          nn.unbox(boxed), shardings)
+  return abstract, shardings
+
+
+def init_sharded(init_fn: Callable[[jax.Array], Any], rng: jax.Array, shardings: Any) -> Any:
+  """Runs `init_fn(rng)` straight into `shardings` (no full copy on one device first)."""
+  return jax.jit(lambda key: nn.unbox(init_fn(key)), out_shardings=shardings)(rng)
 
 
 def batch_sharding(mesh: Mesh) -> NamedSharding:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import math
 from typing import Any, Callable
 
-import flax.linen as nn
 import flax.struct
 import jax
 import jax.numpy as jnp
@@ -116,23 +115,3 @@ def check_finite(value: float, step: int, what: str = "loss") -> None:
         f"the {what} became {value} at step {step}; lower the learning rate or check the data "
         f"(checkpoints written before this step are kept).")
 
-
-def create_sharded_state(init_fn: Callable[[jax.Array], TrainState], rng: jax.Array,
-                         mesh: jax.sharding.Mesh, rules) -> tuple[TrainState, Any]:
-  """Initialises a train state directly into its shardings.
-
-  Args:
-    init_fn: `rng -> TrainState` whose params (and hence optimizer moments) may hold
-      `nn.LogicallyPartitioned` boxes; the boxes give the logical axes.
-    rng: init key.
-    mesh, rules: the mesh and the logical-to-mesh rules table.
-
-  Returns:
-    `(state, shardings)`: the unboxed state, laid out on the mesh, and its `NamedSharding` tree
-    (for `jax.jit(in_shardings=/out_shardings=)` and checkpoint restores).
-  """
-  abstract = jax.eval_shape(init_fn, rng)
-  shardings = nn.logical_to_mesh_sharding(nn.get_partition_spec(abstract), mesh, rules)
-  shardings = nn.unbox(shardings)
-  state = jax.jit(lambda key: nn.unbox(init_fn(key)), out_shardings=shardings)(rng)
-  return state, shardings

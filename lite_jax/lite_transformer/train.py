@@ -225,7 +225,7 @@ def eval_step(params, batch, *, model: EncoderDecoder) -> dict[str, jax.Array]:
 class _Setup:
   model: EncoderDecoder
   mesh: jax.sharding.Mesh
-  state: core.TrainState  # abstract (ShapeDtypeStructs with shardings) until initialised
+  state: core.TrainState  # abstract: ShapeDtypeStructs that carry their shardings
   shardings: Any
   schedule: Any
   init_fn: Any
@@ -244,11 +244,8 @@ def _setup(config: ml_collections.ConfigDict, vocab_size: int) -> _Setup:
     params = model.init(init_key, dummy, dummy)["params"]
     return core.TrainState.create(params, tx, dropout_key)
 
-  abstract_boxed = jax.eval_shape(init_fn, jax.random.PRNGKey(config.seed))
-  shardings = nn.unbox(nn.logical_to_mesh_sharding(nn.get_partition_spec(abstract_boxed),
-                                                    mesh, rules))
-  abstract = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
-                          nn.unbox(abstract_boxed), shardings)
+  abstract, shardings = core.abstract_sharded_state(init_fn, jax.random.PRNGKey(config.seed),
+                                                    mesh, rules)
   return _Setup(model, mesh, abstract, shardings, schedule, init_fn)
 
 
@@ -301,8 +298,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
 
   restored = ckpt.restore_latest(setup.state)
   if restored is None:
-    state = jax.jit(lambda k: nn.unbox(setup.init_fn(k)), out_shardings=setup.shardings)(
-        jax.random.PRNGKey(config.seed))
+    state = core.init_sharded(setup.init_fn, jax.random.PRNGKey(config.seed), setup.shardings)
   else:
     state, data_state = restored
     iterator.set_state(data_state["iterator"])

@@ -160,3 +160,25 @@ def test_user_error_exits_with_one_sentence():
   result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
   assert result.returncode == 2
   assert result.stderr.strip() == "error: the flag --x must be positive."
+
+
+def test_sharded_state_follows_the_rules_table():
+  import flax.linen as nn
+  from jax.sharding import PartitionSpec as P
+
+  model = nn.Dense(16, kernel_init=nn.with_logical_partitioning(
+      nn.initializers.lecun_normal(), ("embed", "mlp")))
+  tx = optax.adam(1e-3)
+  init_fn = lambda key: core.TrainState.create(
+      model.init(key, jnp.ones((1, 8)))["params"], tx, key)
+  mesh = core.make_mesh()
+  key = jax.random.PRNGKey(0)
+  for rules, kernel_spec in [(core.mesh.DATA_PARALLEL_RULES, P(None, None)),
+                             (core.mesh.FSDP_RULES, P("data", None))]:
+    abstract, shardings = core.abstract_sharded_state(init_fn, key, mesh, rules)
+    assert abstract.params["kernel"].shape == (8, 16)
+    assert abstract.params["kernel"].sharding.spec == kernel_spec
+    state = core.init_sharded(init_fn, key, shardings)
+    # Adam's moments are laid out like the parameters they belong to.
+    assert state.opt_state[0].mu["kernel"].sharding.spec == kernel_spec
+    assert state.params["kernel"].sharding.spec == kernel_spec

@@ -165,7 +165,7 @@ def test_train_step_compiles_once_per_bucket_shape(tmp_path):
   config = _tiny()
   task = train.prepare_task(config, str(tmp_path))
   setup = train._setup(config, task.tokenizer.vocab_size)
-  state = jax.jit(lambda k: core.train.nn.unbox(setup.init_fn(k)))(jax.random.PRNGKey(0))
+  state = core.init_sharded(setup.init_fn, jax.random.PRNGKey(0), setup.shardings)
   shapes = set()
   step = jax.jit(chex.assert_max_traces(
       lambda s, b: train.train_step(s, b, model=setup.model, label_smoothing=0.1), n=2))
