@@ -33,7 +33,6 @@ from experiments.configs import wmt_lite  # noqa: E402
 from lite_jax import core  # noqa: E402
 from lite_jax.lite_transformer import train  # noqa: E402
 from lite_jax.lite_transformer.beam_search import beam_search  # noqa: E402
-from lite_jax.lite_transformer.model import EncoderDecoder  # noqa: E402
 
 _SMOKE = flags.DEFINE_bool("smoke", False, "Tiny sizes and few iterations (CPU check).")
 _PRESETS = flags.DEFINE_list(

@@ -7,7 +7,7 @@ optimizer updates every `grad_accum_steps` of them, and schedules count updates.
 from __future__ import annotations
 
 import math
-from typing import Any, Callable
+from typing import Any
 
 import flax.struct
 import jax

@@ -229,6 +229,7 @@ class _Setup:
   shardings: Any
   schedule: Any
   init_fn: Any
+  eval_step: Any  # jitted once per setup: validation runs many times in one training run
 
 
 def _setup(config: ml_collections.ConfigDict, vocab_size: int) -> _Setup:
@@ -246,7 +247,8 @@ def _setup(config: ml_collections.ConfigDict, vocab_size: int) -> _Setup:
 
   abstract, shardings = core.abstract_sharded_state(init_fn, jax.random.PRNGKey(config.seed),
                                                     mesh, rules)
-  return _Setup(model, mesh, abstract, shardings, schedule, init_fn)
+  return _Setup(model, mesh, abstract, shardings, schedule, init_fn,
+                jax.jit(functools.partial(eval_step, model=model)))
 
 
 def _checkpointer(config, workdir) -> core.Checkpointer:
@@ -255,7 +257,6 @@ def _checkpointer(config, workdir) -> core.Checkpointer:
 
 
 def _validation_loss(params, setup: _Setup, task: Task, config) -> dict[str, float]:
-  step = jax.jit(functools.partial(eval_step, model=setup.model))
   totals = {"loss": 0.0, "nll": 0.0, "tokens": 0.0}
   batches = translation.eval_batches(task.splits["valid"], task.tokenizer,
                                      config.eval.batch_size, config.data.max_len,
@@ -264,7 +265,7 @@ def _validation_loss(params, setup: _Setup, task: Task, config) -> dict[str, flo
     if config.train.eval_batches and i >= config.train.eval_batches:
       break
     batch.pop("mask")
-    sums = step(params, core.shard_batch(_process_rows(batch), setup.mesh))
+    sums = setup.eval_step(params, core.shard_batch(_process_rows(batch), setup.mesh))
     totals = {k: totals[k] + float(sums[k]) for k in totals}
   tokens = max(totals["tokens"], 1.0)
   return {"valid_loss": totals["loss"] / tokens, "valid_ppl": float(np.exp(totals["nll"] / tokens))}

@@ -19,7 +19,7 @@ needs_gpu = pytest.mark.skipif(not ON_GPU, reason="compiled Pallas kernels need 
 
 def devoxelize_loop(voxels, norm_coords):
   """Trilinear devoxelization written as plain loops in float64."""
-  batch, r, channels = voxels.shape[0], voxels.shape[1], voxels.shape[-1]
+  batch, channels = voxels.shape[0], voxels.shape[-1]
   out = np.zeros((batch, norm_coords.shape[1], channels))
   for b in range(batch):
     for n, point in enumerate(norm_coords[b]):

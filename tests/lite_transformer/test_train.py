@@ -7,7 +7,6 @@ import sys
 
 import chex
 import jax
-import numpy as np
 import pytest
 
 from experiments.configs import wmt_lite
