@@ -5,6 +5,11 @@ counts what every convention shares: one MAC per multiply-add of `dot_general` (
 attention matmuls, einsums) and `conv_general_dilated` (at output resolution, so transposed
 convolutions — dilated inputs — are counted at their output size). What is not traced is not
 counted: profile the part of a model the paper counts (e.g. without the output projection).
+
+Conventions that charge elementwise layers (GAN Compression charges instance norm and SPADE's
+modulation one MAC per element) name them: the layer is a `jax.jit`-ed function with that
+name (`counted_call`), which shows up in the jaxpr as one named call, so the counter charges
+it per output element instead of guessing from the primitives inside it.
 """
 
 from __future__ import annotations
@@ -24,15 +29,12 @@ class MacsConvention:
 
   Attributes:
     name: the paper / convention name, for reports.
-    elementwise_mul: also count one MAC per output element of `mul` (GAN Compression's
-      normalization and modulation multiplies).
-    normalization_elements: per-primitive name, MACs per output element for ops a paper counts
-      (e.g. `{"rsqrt": 1}`), added to the above.
+    counted_calls: `(name, macs per output element)` of the `counted_call` functions this
+      convention charges (e.g. `(("instance_norm", 1),)`); other named calls are looked into.
     depthwise_conv: count convolutions with one input channel per group.
   """
   name: str
-  elementwise_mul: bool = False
-  normalization_elements: tuple[tuple[str, int], ...] = ()
+  counted_calls: tuple[tuple[str, int], ...] = ()
   depthwise_conv: bool = True
 
 
@@ -40,6 +42,14 @@ class MacsConvention:
 # dynamic) convolutions, nothing elementwise. Reproduces the paper's 90M / 360M / 527M.
 LITE_TRANSFORMER = MacsConvention("lite_transformer", depthwise_conv=False)
 MATMUL_AND_CONV = MacsConvention("matmul_and_conv")
+
+
+def counted_call(fn: Callable) -> Callable:
+  """`jax.jit(fn)`, visible to conventions that charge calls by name (`fn.__name__`).
+
+  Nested jit is inlined by XLA, so this changes what the counter sees, not what runs.
+  """
+  return jax.jit(fn)
 
 
 def _dot_general_macs(eqn) -> int:
@@ -74,9 +84,7 @@ def _sub_jaxprs(value: Any):
 
 
 def _jaxpr_macs(jaxpr, convention: MacsConvention) -> int:
-  per_element = dict(convention.normalization_elements)
-  if convention.elementwise_mul:
-    per_element["mul"] = per_element.get("mul", 0) + 1
+  per_element = dict(convention.counted_calls)
   total = 0
   for eqn in jaxpr.eqns:
     name = eqn.primitive.name
@@ -85,8 +93,10 @@ def _jaxpr_macs(jaxpr, convention: MacsConvention) -> int:
     elif name == "conv_general_dilated":
       if convention.depthwise_conv or not _is_depthwise(eqn):
         total += _conv_macs(eqn)
-    elif name in per_element:
-      total += per_element[name] * math.prod(eqn.outvars[0].aval.shape)
+    elif name in ("jit", "pjit") and eqn.params.get("name") in per_element:
+      total += per_element[eqn.params["name"]] * sum(
+          math.prod(v.aval.shape) for v in eqn.outvars)
+      continue
     subs = [j for v in eqn.params.values() for j in _sub_jaxprs(v)]
     if not subs:
       continue

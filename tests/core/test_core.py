@@ -123,11 +123,16 @@ def test_count_macs_against_closed_forms():
                          jax.ShapeDtypeStruct((4, 4), f32)) == 2 * 2 * 4 * 4
 
 
-def test_elementwise_convention():
-  conv = macs.MacsConvention("with_mul", elementwise_mul=True)
-  f = lambda x, y: x * y + x
-  assert core.count_macs(f, jnp.ones((3, 5)), jnp.ones((3, 5)), convention=conv) == 15
-  assert core.count_macs(f, jnp.ones((3, 5)), jnp.ones((3, 5))) == 0
+def test_counted_calls_convention():
+  @macs.counted_call
+  def modulate(x, y):
+    return x * y + x
+
+  conv = macs.MacsConvention("with_modulate", counted_calls=(("modulate", 2),))
+  f = lambda x, y, w: modulate(x, y) @ w + x * y  # The bare multiply is never charged.
+  args = jnp.ones((3, 5)), jnp.ones((3, 5)), jnp.ones((5, 5))
+  assert core.count_macs(f, *args, convention=conv) == 2 * 15 + 3 * 5 * 5
+  assert core.count_macs(f, *args) == 3 * 5 * 5
 
 
 def test_make_mesh_and_shard_batch():
