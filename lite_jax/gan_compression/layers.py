@@ -1,0 +1,171 @@
+"""Layers shared by the GAN Compression generators and discriminators (NHWC throughout).
+
+Once-for-all super-networks. A sub-network of the reference's super-network uses the leading
+`n` channels of every layer (`weight[:out, :in]`). Slicing at call time would compile one
+program per sampled sub-network, so the super-network here always runs at its full width and
+*masks* channels beyond the active width to zero instead: a zero input channel contributes
+nothing to a convolution, instance norm maps an all-zero channel to zero, and ReLU keeps it
+zero, so the masked network computes exactly the sliced one (tested against standalone
+generators built at the sub-network's widths with `slice_params`-ed weights). Training then
+samples a new sub-network every step inside one compiled step.
+
+MACs follow the reference's counter (torchprofile 0.0.1): instance norm and SPADE's modulation
+multiply are charged one MAC per output element, which is why they are `counted_call`s.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import jax
+import jax.numpy as jnp
+from flax import linen as nn
+
+from lite_jax.core import macs
+from lite_jax.core.errors import UserError
+
+# The reference's `init_weights(init_type="normal", gain=0.02)`; biases start at zero.
+weight_init = nn.initializers.normal(0.02)
+
+GAN_COMPRESSION = macs.MacsConvention(
+    "gan_compression", counted_calls=(("instance_norm", 1), ("modulate", 1)))
+
+
+@macs.counted_call
+def instance_norm(x: jax.Array) -> jax.Array:
+  """Affine-free instance norm (eps 1e-5, biased variance), statistics in f32.
+
+  Args:
+    x: `[batch, height, width, channels]`.
+  """
+  x32 = x.astype(jnp.float32)
+  mean = x32.mean(axis=(1, 2), keepdims=True)
+  var = jnp.square(x32 - mean).mean(axis=(1, 2), keepdims=True)
+  return ((x32 - mean) * jax.lax.rsqrt(var + 1e-5)).astype(x.dtype)
+
+
+@macs.counted_call
+def modulate(x: jax.Array, gamma: jax.Array, beta: jax.Array) -> jax.Array:
+  """SPADE's `x * (1 + gamma) + beta`, charged one MAC per element like the reference."""
+  return x * (1 + gamma) + beta
+
+
+def reflect_pad(x: jax.Array, pad: int) -> jax.Array:
+  """`nn.ReflectionPad2d(pad)` on `[batch, height, width, channels]`."""
+  return jnp.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)), mode="reflect")
+
+
+def width_mask(active: jax.Array | int | None, width: int, dtype=jnp.float32
+               ) -> jax.Array | None:
+  """`[width]` ones on the leading `active` channels, zeros after; None when not masking."""
+  if active is None:
+    return None
+  return (jnp.arange(width) < active).astype(dtype)
+
+
+def apply_mask(x: jax.Array, mask: jax.Array | None) -> jax.Array:
+  return x if mask is None else x * mask.astype(x.dtype)
+
+
+class Conv(nn.Module):
+  """`nn.Conv2d` with PyTorch's zero padding convention and the reference's init.
+
+  Attributes:
+    features: output channels (the maximum width in a super-network).
+    kernel_size: square kernel side.
+    strides: stride.
+    padding: symmetric zero padding.
+    groups: `feature_group_count` (input channels for a depthwise convolution).
+  """
+  features: int
+  kernel_size: int
+  strides: int = 1
+  padding: int = 0
+  groups: int = 1
+  use_bias: bool = True
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array, out_mask: jax.Array | None = None) -> jax.Array:
+    """`x: [batch, height, width, in]` -> `[batch, height', width', features]`."""
+    y = nn.Conv(self.features, (self.kernel_size,) * 2, strides=self.strides,
+                padding=[(self.padding, self.padding)] * 2, feature_group_count=self.groups,
+                use_bias=self.use_bias, kernel_init=weight_init, dtype=self.dtype,
+                name="conv")(x)
+    return apply_mask(y, out_mask)
+
+
+class UpConv(nn.Module):
+  """`nn.ConvTranspose2d(k=3, stride=2, padding=1, output_padding=1)`: doubles height/width.
+
+  PyTorch's transposed convolution is a convolution over the stride-dilated input padded by
+  `k - 1 - padding` before and `k - 1 - padding + output_padding` after, with the kernel
+  flipped (`transpose_kernel=True`); checked against a scatter-form numpy loop in the tests.
+  """
+  features: int
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array, out_mask: jax.Array | None = None) -> jax.Array:
+    """`x: [batch, h, w, in]` -> `[batch, 2h, 2w, features]`."""
+    y = nn.ConvTranspose(self.features, (3, 3), strides=(2, 2), padding=((1, 2), (1, 2)),
+                         transpose_kernel=True, kernel_init=weight_init, dtype=self.dtype,
+                         name="conv")(x)
+    return apply_mask(y, out_mask)
+
+
+class SeparableConv(nn.Module):
+  """The reference's `SeparableConv2d`: depthwise 3x3 (bias) -> instance norm -> 1x1."""
+  features: int
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array, in_mask: jax.Array | None = None,
+               out_mask: jax.Array | None = None) -> jax.Array:
+    """`x: [batch, h, w, in]` (already padded by 1) -> `[batch, h - 2, w - 2, features]`."""
+    y = Conv(x.shape[-1], 3, groups=x.shape[-1], dtype=self.dtype, name="depthwise")(x, in_mask)
+    y = instance_norm(y)
+    return Conv(self.features, 1, dtype=self.dtype, name="pointwise")(y, out_mask)
+
+
+def parse_channels(text: str | Sequence[int], lengths: Sequence[int],
+                   what: str = "channel config") -> tuple[int, ...]:
+  """`"16_16_32_..."` (or a sequence) -> a tuple of positive ints, as many as one of `lengths`."""
+  if isinstance(text, str):
+    try:
+      values = tuple(int(v) for v in text.replace(",", "_").split("_") if v)
+    except ValueError:
+      raise UserError(f"{what} {text!r} must be integers joined by '_', "
+                      "e.g. 16_16_32_16_32_32_16_16.") from None
+  else:
+    values = tuple(int(v) for v in text)
+  if len(values) not in lengths or min(values, default=0) <= 0:
+    expected = " or ".join(str(n) for n in lengths)
+    raise UserError(f"{what} {text!r} must have {expected} positive entries, "
+                    f"got {len(values)}.")
+  return values
+
+
+def format_channels(channels: Sequence[int]) -> str:
+  return "_".join(str(int(c)) for c in channels)
+
+
+def slice_params(params: Any, target: Any) -> Any:
+  """The leading-channel slice of super-network `params` shaped like `target` (a sub-network).
+
+  Args:
+    params: the super-network's parameters.
+    target: the sub-network's parameters, or their `jax.ShapeDtypeStruct`s (same tree).
+  """
+  def take(path, value, like):
+    if len(value.shape) != len(like.shape) or any(
+        t > s for t, s in zip(like.shape, value.shape)):
+      raise UserError(f"parameter {jax.tree_util.keystr(path)} of shape {tuple(like.shape)} "
+                      f"does not fit inside the super-network's {tuple(value.shape)}.")
+    return value[tuple(slice(0, t) for t in like.shape)]
+
+  try:
+    return jax.tree_util.tree_map_with_path(take, params, target)
+  except ValueError as e:  # Different tree structures.
+    raise UserError(f"the sub-network's parameters do not match the super-network's: {e}"
+                    ) from None
