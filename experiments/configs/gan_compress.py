@@ -1,0 +1,225 @@
+r"""GAN Compression (Fast GAN Compression pipeline): every reference setting.
+
+Presets (`--config=experiments/configs/gan_compress.py:PRESET`, or a flagfile that names one):
+
+* `demo`: the built-in synthetic paired task (outline -> filled, textured shapes; no
+  download) at 32x32: teacher -> once-for-all distillation -> evolutionary search -> export ->
+  evaluation in under 10 minutes on 2 CPU cores; writes `compare.png` (input | teacher |
+  compressed | target) and `search.png`.
+    python -m experiments.gan_compress --flagfile=experiments/flags/gan_compress_demo.flags
+* `tiny`: the demo shrunk for tests (a few steps, seconds).
+* `cyclegan_horse2zebra`, `pix2pix_edges2shoes`, `pix2pix_cityscapes`, `pix2pix_map2aerial`:
+  the reference's Fast GAN Compression recipes (specs/gan_compression.md §2): the original
+  ResNet generator (ngf 64, 56.8G MACs) as teacher, a ngf-64 mobile super-network distilled
+  from it from scratch, evolutionary search under the reference's MACs budget, fine-tuning
+  where the reference fine-tunes, export. Reference results (README, retrained/Fast):
+  horse2zebra FID 65.19 (Fast) at ~2.6-3G MACs, edges2shoes FID 25.76, cityscapes mIoU
+  41.71, map2aerial FID 48.67. Each runs with its flagfile, e.g.
+    python -m experiments.gan_compress --flagfile=experiments/flags/cyclegan_horse2zebra.flags \
+        --config.data.source=folder:/path/to/horse2zebra \
+        --config.eval.fid_weights=/path/to/pt_inception-2015-12-05-6726825d.pth
+  (`folder:` takes the CycleGAN `trainA/trainB/testA/testB` or the pix2pix `train/val/test`
+  side-by-side layout; `tfds:cycle_gan/horse2zebra` reads a prepared tfds copy.) The
+  reference scores cityscapes with a DRN segmentation network (mIoU), which is not
+  implemented here: that preset searches and evaluates with FID.
+* `gaugan_cityscapes`: the SPADE (GauGAN) generator at 512x256 with 35 labels + instance
+  edge; `--mode=profile` only (281.4G MACs, 93.0M params); GauGAN training is not implemented.
+
+Budgets are the reference's evolution budgets (horse2zebra 3e9, edges2shoes 4.9e9,
+cityscapes 5.7e9, maps 4.6e9 MACs); held-out search splits are its train2 sizes (120, 2048,
+200, 300 images), drawn with a fixed seed because its meta files are not public data.
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+from lite_jax.core.errors import UserError
+
+
+def _phase(batch_size: int, nepochs: int, nepochs_decay: int, lr: float = 2e-4
+           ) -> ml_collections.ConfigDict:
+  """One training phase: Adam(beta1 0.5), constant `nepochs` then linear decay to 0."""
+  p = ml_collections.ConfigDict()
+  p.batch_size = batch_size
+  p.nepochs = nepochs
+  p.nepochs_decay = nepochs_decay
+  p.lr = lr
+  p.lr_d = 0.0  # discriminator learning rate; 0 = same as lr
+  p.beta1 = 0.5
+  p.beta2 = 0.999
+  p.log_every_steps = 100
+  p.checkpoint_every_steps = 2000
+  p.keep_checkpoints = 2
+  return p
+
+
+def _base() -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  c.preset = ""
+  c.task = "pix2pix"  # 'pix2pix' (paired) | 'cyclegan' (unpaired) | 'gaugan' (profile only)
+  c.seed = 0
+  c.dtype = "float32"  # compute dtype of every network ('bfloat16' on accelerators)
+
+  c.data = ml_collections.ConfigDict()
+  c.data.source = "synthetic"  # 'synthetic' | 'folder:/path' | 'tfds:cycle_gan/NAME'
+  c.data.tfds_data_dir = ""  # ArrayRecord copies / prepared tfds data ('' = <workdir>/tfds)
+  c.data.direction = "AtoB"
+  c.data.preprocess = "resize_and_crop"  # or 'none' (sizes rounded to multiples of 4)
+  c.data.load_size = 286  # training: resize (bicubic) then random crop + flip
+  c.data.crop_size = 256  # training crop; test images are resized to it
+  c.data.flip = True
+  c.data.holdout = 120  # training images held out to score search candidates (train2)
+  c.data.seed = 0  # of the split and of the synthetic task
+  c.data.synthetic_size = 64
+  c.data.synthetic_train = 1000
+  c.data.synthetic_test = 100
+
+  c.teacher = ml_collections.ConfigDict()
+  c.teacher.kind = "resnet"  # 'resnet' (original) | 'mobile_resnet'
+  c.teacher.ngf = 64
+  c.teacher.n_blocks = 9
+  c.teacher.dropout_rate = 0.0
+
+  c.student = ml_collections.ConfigDict()
+  c.student.ngf = 64  # super-network width: channel config (ngf,) * 8
+  c.student.search_space = "channels-64-pix2pix"  # a reference space, or "48,32|48,32|..."
+  c.student.dropout_rate = 0.0
+
+  c.discriminator = ml_collections.ConfigDict()
+  c.discriminator.ndf = 128
+  c.discriminator.n_layers = 3
+  c.discriminator.norm = "instance"
+
+  c.teacher_train = _phase(1, 100, 100)
+  c.teacher_loss = ml_collections.ConfigDict()
+  c.teacher_loss.gan_mode = "hinge"
+  c.teacher_loss.lambda_recon = 100.0  # pix2pix L1
+  c.teacher_loss.lambda_cycle = 10.0  # CycleGAN
+  c.teacher_loss.lambda_identity = 0.5
+  c.teacher_loss.pool_size = 50
+
+  c.distill = _phase(1, 200, 200)
+  c.distill.restore_discriminator = False  # Fast GAN Compression trains D from scratch
+  c.distill_loss = ml_collections.ConfigDict()
+  c.distill_loss.gan_mode = "hinge"
+  c.distill_loss.lambda_gan = 1.0
+  c.distill_loss.lambda_recon = 100.0
+  c.distill_loss.lambda_distill = 1.0
+
+  c.search = ml_collections.ConfigDict()
+  c.search.method = "evolution"  # 'evolution' | 'exhaustive'
+  c.search.metric = "fid"  # 'fid' (needs eval.fid_weights) | 'l1'
+  c.search.budget_macs = 3e9
+  c.search.population_size = 100
+  c.search.generations = 500
+  c.search.parent_ratio = 0.25
+  c.search.mutation_ratio = 0.5
+  c.search.mutate_prob = 0.2
+  c.search.batch_size = 16
+  c.search.num_images = 0  # score on the first N held-out images (0 = all)
+
+  c.finetune = _phase(1, 0, 0)  # no epochs: the searched slice is exported as it is
+
+  c.subnet = ml_collections.ConfigDict()
+  c.subnet.channels = ""  # '16_16_24_...' picks the sub-network instead of the search result
+
+  c.eval = ml_collections.ConfigDict()
+  c.eval.fid_weights = ""  # path to pt_inception-2015-12-05-6726825d.pth (or its .npz)
+  c.eval.batch_size = 16
+  c.eval.plot_examples = 6
+  return c
+
+
+def _cyclegan_horse2zebra(c):
+  c.task, c.data.holdout = "cyclegan", 120
+  c.discriminator.ndf = 64
+  c.teacher_train = _phase(1, 100, 100)
+  c.teacher_loss.gan_mode = "lsgan"
+  c.student.search_space = "channels-64-cycleGAN"
+  c.distill = _phase(1, 200, 200)
+  c.distill.restore_discriminator = False
+  c.distill_loss.gan_mode = "lsgan"
+  c.distill_loss.lambda_recon, c.distill_loss.lambda_distill = 10.0, 0.01
+  c.search.budget_macs, c.search.mutate_prob = 3e9, 0.3
+
+
+def _pix2pix(c, *, holdout, direction, teacher, distill, finetune, recon, distill_weight,
+             budget, mutate_prob):
+  c.task, c.data.holdout, c.data.direction = "pix2pix", holdout, direction
+  c.teacher_train, c.distill, c.finetune = _phase(*teacher), _phase(*distill), _phase(*finetune)
+  c.distill.restore_discriminator = False
+  c.distill_loss.lambda_recon, c.distill_loss.lambda_distill = recon, distill_weight
+  c.teacher_loss.lambda_recon = recon
+  c.search.budget_macs, c.search.mutate_prob = budget, mutate_prob
+
+
+def _synthetic(c, tiny: bool):
+  """Synthetic paired shapes at 32x32 (16x16 for tests) with a narrow teacher."""
+  c.task = "pix2pix"
+  c.data.source = "synthetic"
+  c.data.synthetic_size = 16 if tiny else 32
+  c.data.preprocess = "none"  # made at their final size
+  c.data.load_size = c.data.crop_size = c.data.synthetic_size
+  c.data.synthetic_train, c.data.synthetic_test = (48, 16) if tiny else (1200, 64)
+  c.data.holdout = 16 if tiny else 64
+  c.teacher.ngf = 8 if tiny else 16
+  c.student.ngf = 8 if tiny else 16
+  c.student.search_space = ("8,4|8,4|8,4|8,4|8,4|8,4|8,4|8,4" if tiny else
+                            "16,12,8|16,12,8|16,12,8|16,8|16,8|16,8|16,12,8|16,12,8")
+  c.discriminator.ndf = 8 if tiny else 16
+  c.discriminator.n_layers = 2 if tiny else 3  # the logits map stays at least 2x2
+  for phase in ("teacher_train", "distill", "finetune"):
+    c[phase].log_every_steps = 2 if tiny else 25
+    c[phase].checkpoint_every_steps = 4 if tiny else 200
+  c.teacher_train.batch_size = c.distill.batch_size = c.finetune.batch_size = 8 if tiny else 16
+  c.teacher_train.nepochs, c.teacher_train.nepochs_decay = (1, 1) if tiny else (4, 4)
+  c.distill.nepochs, c.distill.nepochs_decay = (1, 1) if tiny else (4, 4)
+  c.finetune.nepochs, c.finetune.nepochs_decay = 0, 0
+  c.teacher_train.lr = c.distill.lr = 1e-3 if not tiny else 2e-4
+  c.teacher_loss.lambda_recon = c.distill_loss.lambda_recon = 100.0
+  c.search.metric = "l1"
+  # Teacher 59.2M / 4.0M MACs, super-network 22.2M / 1.7M: about 6x / 3x compression.
+  c.search.budget_macs = 1.2e6 if tiny else 10e6
+  c.search.population_size, c.search.generations = (6, 2) if tiny else (24, 8)
+  c.search.batch_size = c.eval.batch_size = 8 if tiny else 32
+
+
+def presets() -> tuple[str, ...]:
+  return ("demo", "tiny", "cyclegan_horse2zebra", "pix2pix_edges2shoes", "pix2pix_cityscapes",
+          "pix2pix_map2aerial", "gaugan_cityscapes")
+
+
+def get_config(preset: str = "demo") -> ml_collections.ConfigDict:
+  """The config of `preset` (see the module docstring for each preset's paper setting)."""
+  if preset not in presets():
+    raise UserError(f"unknown preset {preset!r}; choose one of: {', '.join(presets())}.")
+  c = _base()
+  if preset in ("demo", "tiny"):
+    _synthetic(c, tiny=preset == "tiny")
+  elif preset == "cyclegan_horse2zebra":
+    _cyclegan_horse2zebra(c)
+  elif preset == "pix2pix_edges2shoes":  # edges2shoes-r, batch 4
+    _pix2pix(c, holdout=2048, direction="AtoB", teacher=(4, 5, 15), distill=(4, 10, 30),
+             finetune=(4, 5, 15), recon=100.0, distill_weight=1.0, budget=4.9e9,
+             mutate_prob=0.2)
+  elif preset == "pix2pix_cityscapes":
+    _pix2pix(c, holdout=200, direction="BtoA", teacher=(1, 100, 150), distill=(1, 200, 300),
+             finetune=(1, 0, 0), recon=100.0, distill_weight=1.0, budget=5.7e9,
+             mutate_prob=0.2)
+  elif preset == "pix2pix_map2aerial":
+    _pix2pix(c, holdout=300, direction="BtoA", teacher=(1, 100, 200), distill=(1, 200, 400),
+             finetune=(1, 100, 200), recon=10.0, distill_weight=0.01, budget=4.6e9,
+             mutate_prob=0.4)
+  else:
+    c.task = "gaugan"
+    c.data.crop_size = 512  # width; height = crop_size / aspect_ratio
+    c.gaugan = ml_collections.ConfigDict()
+    c.gaugan.aspect_ratio = 2.0
+    c.gaugan.label_nc = 35
+    c.gaugan.contain_dontcare = False
+    c.gaugan.instance_edge = True
+    c.gaugan.num_upsampling_layers = "more"
+    c.gaugan.ngf = 64
+  c.preset = preset
+  return c

@@ -1,0 +1,831 @@
+"""The GAN Compression pipeline: teacher -> once-for-all distillation -> search -> fine-tune ->
+export -> evaluate, each phase resumable in its own folder of one workdir.
+
+    <workdir>/teacher/     pix2pix (G + conditional D) or CycleGAN (G_A, G_B, D_A, D_B) training
+    <workdir>/supernet/    once-for-all distillation: a new sub-network sampled every step
+    <workdir>/search.json  the chosen sub-network and every scored candidate (+ search.png)
+    <workdir>/finetune/    the chosen sub-network trained on with the same losses
+    <workdir>/export/      the compact generator: sliced weights + generator.json
+    <workdir>/compare.png  inputs | teacher | compressed (| target) on test images
+
+Each training step computes the discriminator's and the generator's gradients at the current
+parameters and then updates both, as the reference's distillers do. The distillation loss is
+`lambda_gan * L_GAN + lambda_recon * L1 + lambda_distill * sum_i MSE(conv1x1_i(student_i),
+teacher_i)`; the L1 target is the real image for paired data and the teacher's output for
+unpaired data (compressing A->B only, as the reference does for CycleGAN).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import math
+import os
+from typing import Any, Callable, Iterator
+
+import flax.struct
+import grain
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from absl import logging
+from flax import linen as nn
+from jax.sharding import NamedSharding, PartitionSpec as P
+
+from lite_jax import core
+from lite_jax.core.errors import UserError
+from lite_jax.gan_compression import discriminators as disc
+from lite_jax.gan_compression import layers, models, resnet, spade, subnet_search
+from data import gan_images
+
+PHASES = ("train_teacher", "distill", "search", "finetune", "export", "evaluate")
+
+
+# ---------------------------------------------------------------------------------------------
+# State.
+# ---------------------------------------------------------------------------------------------
+
+
+class GanState(flax.struct.PyTreeNode):
+  """Generator(s) and discriminator(s) with their Adam states; `pool` holds CycleGAN's image
+  history buffers (empty otherwise). Random keys are `fold_in(key, step)`."""
+  step: jax.Array
+  generator: Any
+  discriminator: Any
+  g_opt: Any
+  d_opt: Any
+  key: jax.Array
+  pool: Any
+  tx_g: optax.GradientTransformation = flax.struct.field(pytree_node=False)
+  tx_d: optax.GradientTransformation = flax.struct.field(pytree_node=False)
+
+  def step_key(self) -> jax.Array:
+    return jax.random.fold_in(self.key, self.step)
+
+  def apply_gradients(self, g_grads, d_grads) -> "GanState":
+    g_updates, g_opt = self.tx_g.update(g_grads, self.g_opt, self.generator)
+    d_updates, d_opt = self.tx_d.update(d_grads, self.d_opt, self.discriminator)
+    return self.replace(step=self.step + 1,
+                        generator=optax.apply_updates(self.generator, g_updates),
+                        discriminator=optax.apply_updates(self.discriminator, d_updates),
+                        g_opt=g_opt, d_opt=d_opt)
+
+
+def lr_schedule(phase: ml_collections.ConfigDict, lr: float, steps_per_epoch: int
+                ) -> optax.Schedule:
+  """The reference's `linear` policy: constant for `nepochs`, then linear decay to 0 over
+  `nepochs_decay`, stepped once per epoch."""
+  def schedule(count):
+    epoch = jnp.asarray(count, jnp.int32) // steps_per_epoch
+    return lr * (1.0 - jnp.maximum(0, epoch + 1 - phase.nepochs) / (phase.nepochs_decay + 1.0))
+  return schedule
+
+
+def _adam(phase, lr: float, steps_per_epoch: int) -> optax.GradientTransformation:
+  return optax.adam(lr_schedule(phase, lr, steps_per_epoch), b1=phase.beta1, b2=phase.beta2)
+
+
+def _new_state(generator, discriminator, phase, steps_per_epoch, key, pool=None) -> GanState:
+  tx_g = _adam(phase, phase.lr, steps_per_epoch)
+  tx_d = _adam(phase, phase.lr_d or phase.lr, steps_per_epoch)
+  return GanState(step=jnp.zeros((), jnp.int32), generator=generator,
+                  discriminator=discriminator, g_opt=tx_g.init(generator),
+                  d_opt=tx_d.init(discriminator), key=key, pool=pool or {}, tx_g=tx_g,
+                  tx_d=tx_d)
+
+
+# ---------------------------------------------------------------------------------------------
+# Data.
+# ---------------------------------------------------------------------------------------------
+
+
+def load_task(config: ml_collections.ConfigDict, workdir: str) -> gan_images.ImageTask:
+  paired = _paired(config)
+  d = config.data
+  preprocess = gan_images.Preprocess(mode=d.preprocess, load_size=d.load_size,
+                                     crop_size=d.crop_size, flip=d.flip)
+  return gan_images.load_image_task(
+      d.source, paired=paired,
+      data_dir=d.tfds_data_dir or os.path.join(workdir, "tfds"), direction=d.direction,
+      preprocess=preprocess, holdout=d.holdout, seed=d.seed, synthetic_size=d.synthetic_size,
+      synthetic_train=d.synthetic_train, synthetic_test=d.synthetic_test)
+
+
+def _steps(phase: ml_collections.ConfigDict, num_examples: int) -> tuple[int, int]:
+  """`(steps_per_epoch, total_steps)` of a phase over `num_examples` training examples."""
+  steps_per_epoch = max(1, num_examples // phase.batch_size)
+  if num_examples < phase.batch_size:
+    raise UserError(f"the training set ({num_examples} images) is smaller than one batch "
+                    f"({phase.batch_size}).")
+  return steps_per_epoch, steps_per_epoch * (phase.nepochs + phase.nepochs_decay)
+
+
+def _image_shape(config) -> tuple[int, int, int, int]:
+  return (1, config.data.crop_size, config.data.crop_size, 3)
+
+
+# ---------------------------------------------------------------------------------------------
+# Training steps.
+# ---------------------------------------------------------------------------------------------
+
+
+def _l1(a, b):
+  return jnp.mean(jnp.abs(a - b))
+
+
+def _conditional(x, y, paired: bool):
+  """pix2pix's D sees (input, output) stacked on channels; CycleGAN's D sees the output only."""
+  return jnp.concatenate([x, y], axis=-1) if paired else y
+
+
+def make_pix2pix_teacher_step(generator: nn.Module, discriminator: nn.Module,
+                              loss: ml_collections.ConfigDict) -> Callable:
+  """pix2pix: `L_G = L_GAN(D(x, G(x))) + lambda_recon * |G(x) - y|`, conditional D."""
+  d_apply = lambda d, img: discriminator.apply({"params": d}, img)[0]
+
+  def step(state: GanState, batch):
+    x, y = batch["A"], batch["B"]
+    key = state.step_key()
+
+    def g_loss_fn(g):
+      fake = generator.apply({"params": g}, x, train=True, rngs={"dropout": key})
+      gan = disc.generator_gan_loss(loss.gan_mode, d_apply(state.discriminator,
+                                                           _conditional(x, fake, True)))
+      recon = _l1(fake, y)
+      return gan + loss.lambda_recon * recon, (fake, {"g_gan": gan, "g_recon": recon})
+
+    (g_total, (fake, parts)), g_grads = jax.value_and_grad(g_loss_fn, has_aux=True)(
+        state.generator)
+    fake = jax.lax.stop_gradient(fake)
+
+    def d_loss_fn(d):
+      return disc.discriminator_loss(loss.gan_mode, d_apply(d, _conditional(x, y, True)),
+                                     d_apply(d, _conditional(x, fake, True)))
+
+    d_total, d_grads = jax.value_and_grad(d_loss_fn)(state.discriminator)
+    return state.apply_gradients(g_grads, d_grads), {"loss": g_total, "d_loss": d_total, **parts}
+
+  return jax.jit(step, donate_argnums=0)
+
+
+def image_pool_query(pool: dict, images: jax.Array, key: jax.Array) -> tuple[dict, jax.Array]:
+  """CycleGAN's `ImagePool`: until full, store and return each image; afterwards, with
+  probability 1/2 return a random stored image and store the new one in its place.
+
+  Args:
+    pool: `{"images": [size, h, w, c], "count": []}`.
+    images: `[batch, h, w, c]`.
+  """
+  size = pool["images"].shape[0]
+
+  def one(carry, inputs):
+    stored, count = carry
+    image, k = inputs
+    k_swap, k_index = jax.random.split(k)
+    full = count >= size
+    swap = full & jax.random.bernoulli(k_swap)
+    slot = jnp.where(full, jax.random.randint(k_index, (), 0, size), count)
+    out = jnp.where(swap, stored[slot], image)
+    stored = stored.at[slot].set(jnp.where(full & ~swap, stored[slot], image))
+    return (stored, jnp.minimum(count + 1, size)), out
+
+  keys = jax.random.split(key, images.shape[0])
+  (stored, count), out = jax.lax.scan(one, (pool["images"], pool["count"]), (images, keys))
+  return {"images": stored, "count": count}, out
+
+
+def make_cyclegan_teacher_step(generator: nn.Module, discriminator: nn.Module,
+                               loss: ml_collections.ConfigDict) -> Callable:
+  """CycleGAN: G_A: A->B judged by D_A, G_B: B->A judged by D_B; LSGAN (or `gan_mode`),
+  cycle `lambda_cycle * (|G_B(G_A(a)) - a| + |G_A(G_B(b)) - b|)`, identity
+  `lambda_identity * lambda_cycle * (|G_A(b) - b| + |G_B(a) - a|)`; D sees pooled fakes."""
+  g_apply = lambda g, img, k: generator.apply({"params": g}, img, train=True,
+                                              rngs={"dropout": k})
+  d_apply = lambda d, img: discriminator.apply({"params": d}, img)[0]
+
+  def step(state: GanState, batch):
+    a, b = batch["A"], batch["B"]
+    keys = jax.random.split(state.step_key(), 8)
+
+    def g_loss_fn(g):
+      fake_b, fake_a = g_apply(g["A"], a, keys[0]), g_apply(g["B"], b, keys[1])
+      cycle = _l1(g_apply(g["B"], fake_b, keys[2]), a) + _l1(g_apply(g["A"], fake_a, keys[3]), b)
+      identity = 0.0
+      if loss.lambda_identity:
+        identity = _l1(g_apply(g["A"], b, keys[4]), b) + _l1(g_apply(g["B"], a, keys[5]), a)
+      gan = (disc.generator_gan_loss(loss.gan_mode, d_apply(state.discriminator["A"], fake_b))
+             + disc.generator_gan_loss(loss.gan_mode, d_apply(state.discriminator["B"], fake_a)))
+      total = gan + loss.lambda_cycle * (cycle + loss.lambda_identity * identity)
+      return total, ((fake_b, fake_a), {"g_gan": gan, "cycle": cycle, "identity": identity})
+
+    (g_total, ((fake_b, fake_a), parts)), g_grads = jax.value_and_grad(
+        g_loss_fn, has_aux=True)(state.generator)
+    pool_b, fake_b = image_pool_query(state.pool["B"], jax.lax.stop_gradient(fake_b), keys[6])
+    pool_a, fake_a = image_pool_query(state.pool["A"], jax.lax.stop_gradient(fake_a), keys[7])
+
+    def d_loss_fn(d):
+      return (disc.discriminator_loss(loss.gan_mode, d_apply(d["A"], b), d_apply(d["A"], fake_b))
+              + disc.discriminator_loss(loss.gan_mode, d_apply(d["B"], a),
+                                        d_apply(d["B"], fake_a)))
+
+    d_total, d_grads = jax.value_and_grad(d_loss_fn)(state.discriminator)
+    state = state.apply_gradients(g_grads, d_grads).replace(pool={"A": pool_a, "B": pool_b})
+    return state, {"loss": g_total, "d_loss": d_total, **parts}
+
+  return jax.jit(step, donate_argnums=0)
+
+
+def make_distill_step(student: nn.Module, teacher: nn.Module, discriminator: nn.Module,
+                      loss: ml_collections.ConfigDict, paired: bool,
+                      space: tuple[tuple[int, ...], ...] | None) -> Callable:
+  """One distillation step. With `space`, a sub-network is sampled uniformly from it every step
+  (once-for-all training); without, the student trains at its own width (fine-tuning)."""
+  d_apply = lambda d, img: discriminator.apply({"params": d}, img)[0]
+
+  def step(state: GanState, batch, teacher_params):
+    x = batch["A"]
+    key = state.step_key()
+    k_config, k_dropout = jax.random.split(key)
+    active = None if space is None else resnet.sample_configs(space, k_config)
+    teacher_out, teacher_taps = teacher.apply({"params": teacher_params}, x,
+                                              return_features=True)
+    teacher_out = jax.lax.stop_gradient(teacher_out)
+    teacher_taps = [jax.lax.stop_gradient(t.astype(jnp.float32)) for t in teacher_taps]
+    target = batch["B"] if paired else teacher_out
+    real = _conditional(x, batch["B"], paired)
+
+    def g_loss_fn(g):
+      fake, taps = student.apply({"params": g}, x, active, train=True,
+                                 rngs={"dropout": k_dropout})
+      gan = disc.generator_gan_loss(loss.gan_mode, d_apply(state.discriminator,
+                                                           _conditional(x, fake, paired)))
+      recon = _l1(fake, target)
+      distill = sum(jnp.mean(jnp.square(s - t)) for s, t in zip(taps, teacher_taps))
+      total = (loss.lambda_gan * gan + loss.lambda_recon * recon
+               + loss.lambda_distill * distill)
+      return total, (fake, {"g_gan": gan, "g_recon": recon, "g_distill": distill})
+
+    (g_total, (fake, parts)), g_grads = jax.value_and_grad(g_loss_fn, has_aux=True)(
+        state.generator)
+    fake = _conditional(x, jax.lax.stop_gradient(fake), paired)
+    d_total, d_grads = jax.value_and_grad(
+        lambda d: disc.discriminator_loss(loss.gan_mode, d_apply(d, real), d_apply(d, fake)))(
+            state.discriminator)
+    return state.apply_gradients(g_grads, d_grads), {"loss": g_total, "d_loss": d_total, **parts}
+
+  return jax.jit(step, donate_argnums=0)
+
+
+# ---------------------------------------------------------------------------------------------
+# The shared phase loop.
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class _Phase:
+  """One resumable training phase: its folder, fresh state, step and batch stream."""
+  name: str
+  directory: str
+  state: GanState
+  step_fn: Callable
+  batches: grain.MapDataset
+  steps_per_epoch: int
+  total_steps: int
+  config: ml_collections.ConfigDict
+  step_args: tuple = ()
+
+
+def _replicate(tree, mesh):
+  return jax.device_put(tree, NamedSharding(mesh, P()))
+
+
+def _restore(directory: str, like: GanState) -> tuple[GanState, int] | None:
+  checkpointer = core.Checkpointer(os.path.join(directory, "checkpoints"))
+  restored = checkpointer.restore_latest(core.abstract_like(like))
+  checkpointer.close()
+  if restored is None:
+    return None
+  state, data_state = restored
+  return state, int(data_state["next_batch"])
+
+
+def finished_state(directory: str, like: GanState, what: str) -> GanState:
+  """The final checkpoint of a phase that must already have run."""
+  restored = _restore(directory, like)
+  if restored is None:
+    raise UserError(f"no {what} checkpoint in {directory}; run that phase first (or "
+                    f"--mode=pipeline).")
+  return restored[0]
+
+
+def run_phase(phase: _Phase, mesh) -> GanState:
+  """Trains `phase` to its last step, resuming from its latest checkpoint; returns the state."""
+  state, start = phase.state, 0
+  restored = _restore(phase.directory, state)
+  if restored is not None:
+    state, start = restored
+    logging.info("%s: resuming at step %d", phase.name, start)
+  if start >= phase.total_steps:
+    return state
+  state = _replicate(state, mesh)
+  checkpointer = core.Checkpointer(os.path.join(phase.directory, "checkpoints"),
+                                   max_to_keep=phase.config.keep_checkpoints)
+  writer = core.MetricWriter(phase.directory)
+  batches = iter(phase.batches.slice(slice(start, phase.total_steps)).to_iter_dataset(
+      grain.ReadOptions(num_threads=2, prefetch_buffer_size=4)))
+  with core.progress(total=phase.total_steps, initial=start, desc=phase.name) as bar:
+    for step in range(start + 1, phase.total_steps + 1):
+      state, metrics = phase.step_fn(state, core.shard_batch(next(batches), mesh),
+                                     *phase.step_args)
+      last = step == phase.total_steps
+      if step % phase.config.log_every_steps == 0 or last:
+        metrics = jax.device_get(metrics)
+        core.check_finite(float(metrics["loss"]), step)
+        core.check_finite(float(metrics["d_loss"]), step, "discriminator loss")
+        lr = lr_schedule(phase.config, phase.config.lr, phase.steps_per_epoch)(step - 1)
+        writer.write(step, {**metrics, "learning_rate": lr})
+        bar.set_postfix(loss=f"{float(metrics['loss']):.3f}")
+      if step % phase.config.checkpoint_every_steps == 0 or last:
+        checkpointer.save(step, state, data_state={"next_batch": step})
+      bar.update(1)
+  checkpointer.close()
+  writer.close()
+  return state
+
+
+# ---------------------------------------------------------------------------------------------
+# Phases.
+# ---------------------------------------------------------------------------------------------
+
+
+def _paired(config) -> bool:
+  if config.task == "gaugan":
+    raise UserError("GauGAN (SPADE) training is not implemented yet; for task 'gaugan' only "
+                    "--mode=profile runs.")
+  if config.task not in ("pix2pix", "cyclegan"):
+    raise UserError(f"task must be 'pix2pix', 'cyclegan' or 'gaugan', got {config.task!r}.")
+  return config.task == "pix2pix"
+
+
+def _keys(config, n: int):
+  # RBG keys: as reproducible as threefry, and XLA:CPU compiles inits about twice as fast.
+  return jax.random.split(jax.random.key(config.seed, impl="rbg"), n)
+
+
+def _state_key(config, phase: int) -> jax.Array:
+  """A raw uint32 key (checkpointable as a plain array) for a phase's per-step randomness."""
+  return jax.random.fold_in(jax.random.PRNGKey(config.seed), phase)
+
+
+def _init(module: nn.Module, key, *shapes) -> Any:
+  inputs = [jnp.zeros(s, jnp.float32) for s in shapes]
+  return jax.jit(lambda k: module.init(k, *inputs)["params"])(key)
+
+
+def _d_input_shape(config) -> tuple[int, ...]:
+  n, h, w, c = _image_shape(config)
+  return (n, h, w, 2 * c if _paired(config) else c)
+
+
+def _teacher_phase(config, workdir: str, task) -> _Phase:
+  generator, discriminator = models.teacher_generator(config), models.discriminator(config)
+  phase = config.teacher_train
+  steps_per_epoch, total = _steps(phase, len(task.train1))
+  keys = _keys(config, 4)
+  image, d_shape = _image_shape(config), _d_input_shape(config)
+  if _paired(config):
+    g, d, pool = _init(generator, keys[0], image), _init(discriminator, keys[1], d_shape), {}
+    step_fn = make_pix2pix_teacher_step(generator, discriminator, config.teacher_loss)
+  else:
+    g = {"A": _init(generator, keys[0], image), "B": _init(generator, keys[2], image)}
+    d = {"A": _init(discriminator, keys[1], d_shape), "B": _init(discriminator, keys[3], d_shape)}
+    empty = {"images": jnp.zeros((config.teacher_loss.pool_size,) + image[1:]),
+             "count": jnp.zeros((), jnp.int32)}
+    pool = {"A": empty, "B": dict(empty)}
+    step_fn = make_cyclegan_teacher_step(generator, discriminator, config.teacher_loss)
+  state = _new_state(g, d, phase, steps_per_epoch, _state_key(config, 0), pool)
+  return _Phase("teacher", os.path.join(workdir, "teacher"), state, step_fn,
+                _stream(task, phase, config), steps_per_epoch, total, phase)
+
+
+def _stream(task, phase, config) -> grain.MapDataset:
+  return gan_images.train_batches(task.train1, task.preprocess, batch_size=phase.batch_size,
+                                  seed=config.seed, examples_B=task.train_B)
+
+
+def trained_teacher(config, workdir: str, task) -> tuple[nn.Module, Any, Any]:
+  """`(generator, A->B generator params, the D judging B images)` of the finished teacher."""
+  phase = _teacher_phase(config, workdir, task)
+  state = finished_state(phase.directory, phase.state, "teacher")
+  if _paired(config):
+    return models.teacher_generator(config), state.generator, state.discriminator
+  return models.teacher_generator(config), state.generator["A"], state.discriminator["A"]
+
+
+def _student_phase(config, workdir: str, task, name: str, channels=None,
+                   init_from: GanState | None = None) -> _Phase:
+  """`distill` (super-network, `channels=None`) or `finetune` (the sub-network at `channels`)."""
+  student = models.student(config, channels)
+  teacher, teacher_params, teacher_d = trained_teacher(config, workdir, task)
+  discriminator = models.discriminator(config)
+  phase = config.distill if name == "supernet" else config.finetune
+  steps_per_epoch, total = _steps(phase, len(task.train1))
+  keys = _keys(config, 2)
+  g = _init(student, keys[0], _image_shape(config))
+  if init_from is not None:  # fine-tuning: the searched slice of the trained super-network
+    g = layers.slice_params(init_from.generator, g)
+    d = init_from.discriminator
+  elif config.distill.restore_discriminator:
+    d = teacher_d  # The reference starts D from the teacher's (`--restore_D_path`).
+  else:
+    d = _init(discriminator, keys[1], _d_input_shape(config))
+  space = models.search_space(config) if channels is None else None
+  step_fn = make_distill_step(student, teacher, discriminator, config.distill_loss,
+                              _paired(config), space)
+  state = _new_state(g, d, phase, steps_per_epoch, _state_key(config, 1))
+  return _Phase(name, os.path.join(workdir, name), state, step_fn, _stream(task, phase, config),
+                steps_per_epoch, total, phase, step_args=(teacher_params,))
+
+
+def train_teacher(config, workdir: str) -> dict[str, Any]:
+  """Trains (resuming) the teacher; returns its size and final losses."""
+  task = load_task(config, workdir)
+  mesh = core.make_mesh()
+  phase = _teacher_phase(config, workdir, task)
+  phase.step_args = tuple(_replicate(a, mesh) for a in phase.step_args)
+  run_phase(phase, mesh)
+  return {"phase": "train_teacher", "steps": phase.total_steps, **_last_losses(phase.directory),
+          **_profile(models.teacher_generator(config), config)}
+
+
+def distill(config, workdir: str) -> dict[str, Any]:
+  """Once-for-all distillation of the teacher into the super-network (resuming)."""
+  task = load_task(config, workdir)
+  mesh = core.make_mesh()
+  phase = _student_phase(config, workdir, task, "supernet")
+  phase.step_args = tuple(_replicate(a, mesh) for a in phase.step_args)
+  run_phase(phase, mesh)
+  space = models.search_space(config)
+  return {"phase": "distill", "steps": phase.total_steps,
+          "search_space_size": subnet_search.space_size(space), **_last_losses(phase.directory),
+          **_profile(models.compact_generator(config), config)}
+
+
+def _last_losses(directory: str) -> dict[str, float]:
+  records = core.read_metrics(directory)
+  return {k: v for k, v in records[-1].items() if k not in ("step", "time")} if records else {}
+
+
+def _profile(generator: resnet.ResnetGenerator, config, prefix: str = "") -> dict[str, Any]:
+  """MACs (the reference's counter, one crop_size^2 image) and parameters of a generator."""
+  shape = jax.ShapeDtypeStruct(_image_shape(config), jnp.float32)
+  params = jax.eval_shape(generator.init, jax.random.key(0), shape)
+  macs = core.count_macs(lambda v, x: generator.apply(v, x), params, shape,
+                         convention=layers.GAN_COMPRESSION)
+  return {f"{prefix}macs": macs, f"{prefix}params": core.count_params(params)}
+
+
+# ---------------------------------------------------------------------------------------------
+# Search.
+# ---------------------------------------------------------------------------------------------
+
+
+def _eval_batches(task, source, batch_size: int) -> Iterator[tuple[dict, int]]:
+  """`(batch, n)`: fixed-size test-preprocessed batches whose first `n` rows are real."""
+  for batch in gan_images.eval_batches(source, task.preprocess, batch_size):
+    yield batch, int(batch.pop("mask").sum())
+
+
+class _Scoring:
+  """Scores sub-networks of one trained super-network on a held-out set.
+
+  Metrics (lower is better): `l1` — mean |G(x) - target| with the real target for paired data
+  and the teacher's output for unpaired data; `fid` — FID of the outputs against the held-out
+  real B images, with the Inception weights of `eval.fid_weights`.
+  """
+
+  def __init__(self, config, workdir: str, task, supernet: GanState):
+    self.config, self.paired = config, _paired(config)
+    self.student = models.student(config)
+    teacher, teacher_params, _ = trained_teacher(config, workdir, task)
+    self.params = supernet.generator
+    self.metric = config.search.metric
+    if self.metric not in ("l1", "fid"):
+      raise UserError(f"search.metric must be 'l1' or 'fid', got {self.metric!r}.")
+    predict = lambda p, x, active: self.student.apply({"params": p}, x, active)[0]
+    self.predict = jax.jit(predict)
+    held_out = task.train2
+    if config.search.num_images:
+      held_out = [held_out[i] for i in range(min(config.search.num_images, len(held_out)))]
+    self.batches = list(_eval_batches(task, held_out, config.search.batch_size))
+    if not self.batches:
+      raise UserError("the held-out search split is empty; raise data.holdout.")
+    teach = jax.jit(lambda x: teacher.apply({"params": teacher_params}, x))
+    self.targets = [b["B"] if self.paired else teach(b["A"]) for b, _ in self.batches]
+    self.fid = None
+    if self.metric == "fid":
+      from lite_jax.gan_compression import fid
+      self.fid = fid.FidEvaluator(config.eval.fid_weights, batch_size=config.eval.batch_size)
+      self.real_stats = self.fid.statistics(_real_b(task, held_out if task.paired else task.train_B,
+                                                    config.search.batch_size))
+
+  def __call__(self, channels) -> float:
+    active = jnp.asarray(channels, jnp.int32)
+    outputs = [(np.asarray(self.predict(self.params, b["A"], active)), n)
+               for b, n in self.batches]
+    if self.metric == "fid":
+      fakes = np.concatenate([o[:n] for o, n in outputs])
+      return float(self.fid.fid(fakes, self.real_stats))
+    total = sum(float(np.abs(o[:n] - np.asarray(t)[:n]).mean(axis=(1, 2, 3)).sum())
+                for (o, n), t in zip(outputs, self.targets))
+    return total / sum(n for _, n in outputs)
+
+
+def _real_b(task, source, batch_size: int) -> np.ndarray:
+  """The test-preprocessed B images of `source`, `[n, h, w, 3]` in [-1, 1]."""
+  return np.concatenate([b["B"][:n] for b, n in _eval_batches(task, source, batch_size)])
+
+
+def _supernet_state(config, workdir: str, task) -> GanState:
+  phase = _student_phase(config, workdir, task, "supernet")
+  return finished_state(phase.directory, phase.state, "super-network (distill)")
+
+
+def search(config, workdir: str) -> dict[str, Any]:
+  """Searches the sub-network with the best held-out score within `search.budget_macs`."""
+  task = load_task(config, workdir)
+  space = models.search_space(config)
+  size = config.data.crop_size
+  macs_fn = functools.lru_cache(maxsize=None)(
+      lambda c: resnet.generator_macs(c, size, size, n_blocks=config.teacher.n_blocks))
+  score_fn = _Scoring(config, workdir, task, _supernet_state(config, workdir, task))
+  s = config.search
+  if s.method == "exhaustive":
+    result = subnet_search.exhaustive_search(space, score_fn, macs_fn, s.budget_macs)
+  elif s.method == "evolution":
+    result = subnet_search.evolution_search(
+        space, score_fn, macs_fn, s.budget_macs, rng=np.random.default_rng(config.seed),
+        population_size=s.population_size, generations=s.generations,
+        parent_ratio=s.parent_ratio, mutation_ratio=s.mutation_ratio,
+        mutate_prob=s.mutate_prob)
+  else:
+    raise UserError(f"search.method must be 'exhaustive' or 'evolution', got {s.method!r}.")
+  summary = {"phase": "search", "channels": layers.format_channels(result.best),
+             "score": result.best_score, "metric": s.metric, "macs": result.best_macs,
+             "params": resnet.generator_params(result.best, n_blocks=config.teacher.n_blocks),
+             "budget_macs": s.budget_macs, "num_evaluated": len(result.evaluated),
+             "search_space_size": subnet_search.space_size(space)}
+  record = {**summary, "evaluated": [
+      {"channels": layers.format_channels(c), "macs": m, "score": v}
+      for c, m, v in result.evaluated]}
+  with open(os.path.join(workdir, "search.json"), "w") as f:
+    json.dump(record, f, indent=1)
+  summary["plot"] = _plot_search(result, s, os.path.join(workdir, "search.png"))
+  return summary
+
+
+def _plot_search(result: subnet_search.SearchResult, s, path: str) -> str:
+  import matplotlib
+  matplotlib.use("Agg")
+  from matplotlib import pyplot as plt
+  macs = np.array([m for _, m, _ in result.evaluated]) / 1e9
+  scores = np.array([v for _, _, v in result.evaluated])
+  fig, ax = plt.subplots(figsize=(5, 3.5))
+  ax.scatter(macs, scores, s=8, alpha=0.6, label="candidates")
+  ax.scatter([result.best_macs / 1e9], [result.best_score], c="red", marker="*", s=120,
+             label="chosen")
+  ax.axvline(s.budget_macs / 1e9, color="grey", linestyle="--", label="budget")
+  ax.set_xlabel("GMACs")
+  ax.set_ylabel(f"held-out {s.metric} (lower is better)")
+  ax.legend()
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+  plt.close(fig)
+  return path
+
+
+def chosen_channels(config, workdir: str) -> tuple[int, ...]:
+  """`subnet.channels` when set, else the searched sub-network of `<workdir>/search.json`."""
+  if config.subnet.channels:
+    return resnet.check_subnet(resnet.parse_config(config.subnet.channels),
+                               models.super_channels(config))
+  path = os.path.join(workdir, "search.json")
+  if not os.path.exists(path):
+    raise UserError(f"no sub-network chosen: pass --channels=... (or subnet.channels) or run "
+                    f"the search first ({path} is missing).")
+  with open(path) as f:
+    return resnet.parse_config(json.load(f)["channels"])
+
+
+# ---------------------------------------------------------------------------------------------
+# Fine-tuning and export.
+# ---------------------------------------------------------------------------------------------
+
+
+def _finetune_phase(config, workdir, task, channels) -> _Phase:
+  supernet = _supernet_state(config, workdir, task)
+  return _student_phase(config, workdir, task, "finetune", channels, init_from=supernet)
+
+
+def finetune(config, workdir: str) -> dict[str, Any]:
+  """Trains the chosen sub-network on with the distillation losses (resuming)."""
+  task = load_task(config, workdir)
+  channels = chosen_channels(config, workdir)
+  mesh = core.make_mesh()
+  phase = _finetune_phase(config, workdir, task, channels)
+  phase.step_args = tuple(_replicate(a, mesh) for a in phase.step_args)
+  run_phase(phase, mesh)
+  return {"phase": "finetune", "channels": layers.format_channels(channels),
+          "steps": phase.total_steps, **_last_losses(phase.directory)}
+
+
+def _finetuned(config) -> bool:
+  return config.finetune.nepochs + config.finetune.nepochs_decay > 0
+
+
+def export(config, workdir: str) -> dict[str, Any]:
+  """Writes the compact generator at the chosen config: `<workdir>/export/` holds
+  `generator.json` (architecture, MACs, params) and the sliced weights; `load_generator`
+  reads it back without the super-network."""
+  task = load_task(config, workdir)
+  channels = chosen_channels(config, workdir)
+  if _finetuned(config):
+    source = finished_state(os.path.join(workdir, "finetune"),
+                            _finetune_phase(config, workdir, task, channels).state, "finetune")
+    params = source.generator["generator"]
+  else:
+    supernet = _supernet_state(config, workdir, task)
+    generator = models.compact_generator(config, channels)
+    target = jax.eval_shape(lambda: generator.init(jax.random.key(0),
+                                                   jnp.zeros(_image_shape(config))))["params"]
+    params = layers.slice_params(supernet.generator["generator"], target)
+  generator = models.compact_generator(config, channels)
+  directory = os.path.join(workdir, "export")
+  save_generator(directory, generator, params)
+  return {"phase": "export", "path": directory, "channels": layers.format_channels(channels),
+          **_profile(generator, config)}
+
+
+def save_generator(directory: str, generator: resnet.ResnetGenerator, params: Any) -> None:
+  """Writes a standalone generator: `generator.json` + an orbax checkpoint of its weights."""
+  import orbax.checkpoint as ocp
+  directory = os.path.abspath(directory)
+  os.makedirs(directory, exist_ok=True)
+  spec = {"architecture": "resnet", "channels": list(generator.channels),
+          "separable": generator.separable, "n_blocks": generator.n_blocks,
+          "output_nc": generator.output_nc,
+          "dtype": jnp.dtype(generator.dtype).name}
+  with open(os.path.join(directory, "generator.json"), "w") as f:
+    json.dump(spec, f, indent=1)
+  with ocp.StandardCheckpointer() as checkpointer:
+    checkpointer.save(os.path.join(directory, "params"), jax.device_get(params), force=True)
+
+
+def load_generator(directory: str) -> tuple[resnet.ResnetGenerator, Any]:
+  """`(generator, params)` of an exported generator; needs nothing but this folder."""
+  import orbax.checkpoint as ocp
+  directory = os.path.abspath(directory)
+  spec_path = os.path.join(directory, "generator.json")
+  if not os.path.exists(spec_path):
+    raise UserError(f"{directory} is not an exported generator (no generator.json); run "
+                    f"--mode=export first.")
+  with open(spec_path) as f:
+    spec = json.load(f)
+  generator = resnet.ResnetGenerator(tuple(spec["channels"]), separable=spec["separable"],
+                                     n_blocks=spec["n_blocks"], output_nc=spec["output_nc"],
+                                     dtype=jnp.dtype(spec["dtype"]))
+  with ocp.StandardCheckpointer() as checkpointer:
+    params = checkpointer.restore(os.path.join(directory, "params"))
+  return generator, params
+
+
+# ---------------------------------------------------------------------------------------------
+# Evaluation, profile and the whole pipeline.
+# ---------------------------------------------------------------------------------------------
+
+
+def _psnr(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+  """Per-image PSNR (dB) of `[n, h, w, c]` images in [-1, 1]."""
+  mse = np.square((a - b) / 2.0).mean(axis=(1, 2, 3))
+  return 10.0 * np.log10(1.0 / np.maximum(mse, 1e-12))
+
+
+def evaluate(config, workdir: str) -> dict[str, Any]:
+  """Teacher vs exported generator on the test split; writes `<workdir>/compare.png`.
+
+  Metrics: MACs and parameters of both and their ratio; `l1_to_teacher` of the compressed
+  outputs; with targets (paired data, or the synthetic task's known translations) `l1` and
+  `psnr` of both; with `eval.fid_weights`, FID and KID of both against the test B images.
+  """
+  task = load_task(config, workdir)
+  teacher, teacher_params, _ = trained_teacher(config, workdir, task)
+  student, student_params = load_generator(os.path.join(workdir, "export"))
+  run_teacher = jax.jit(lambda x: teacher.apply({"params": teacher_params}, x))
+  run_student = jax.jit(lambda x: student.apply({"params": student_params}, x))
+  inputs, targets, outs_t, outs_s = [], [], [], []
+  for batch, n in _eval_batches(task, task.test, config.eval.batch_size):
+    inputs.append(np.asarray(batch["A"])[:n])
+    if "B" in batch:
+      targets.append(np.asarray(batch["B"])[:n])
+    outs_t.append(np.asarray(run_teacher(batch["A"]))[:n])
+    outs_s.append(np.asarray(run_student(batch["A"]))[:n])
+  inputs, outs_t, outs_s = (np.concatenate(v) for v in (inputs, outs_t, outs_s))
+  targets = np.concatenate(targets) if targets else None
+  result: dict[str, Any] = {"phase": "evaluate", "num_images": len(inputs),
+                            "channels": layers.format_channels(student.channels)}
+  result.update(_profile(teacher, config, "teacher_"))
+  result.update(_profile(student, config))
+  result["macs_ratio"] = result["teacher_macs"] / result["macs"]
+  result["l1_to_teacher"] = float(np.abs(outs_s - outs_t).mean())
+  if targets is not None:
+    for name, outs in (("teacher_", outs_t), ("", outs_s)):
+      result[f"{name}l1"] = float(np.abs(outs - targets).mean())
+      result[f"{name}psnr"] = float(_psnr(outs, targets).mean())
+  if config.eval.fid_weights:
+    from lite_jax.gan_compression import fid
+    evaluator = fid.FidEvaluator(config.eval.fid_weights, batch_size=config.eval.batch_size)
+    real = evaluator.statistics(_real_b(
+        task, task.test if task.paired else task.test_B, config.eval.batch_size))
+    for name, outs in (("teacher_", outs_t), ("", outs_s)):
+      result[f"{name}fid"] = float(evaluator.fid(outs, real))
+  result["plot"] = _plot_comparison(inputs, outs_t, outs_s, targets,
+                                    os.path.join(workdir, "compare.png"),
+                                    config.eval.plot_examples)
+  return result
+
+
+def _plot_comparison(inputs, teacher, student, targets, path: str, count: int) -> str:
+  """Rows of input | teacher | compressed (| target) as one PNG."""
+  from PIL import Image
+  columns = [inputs, teacher, student] + ([targets] if targets is not None else [])
+  rows = [np.concatenate([c[i] for c in columns], axis=1) for i in range(min(count, len(inputs)))]
+  grid = np.concatenate(rows, axis=0)
+  pixels = ((np.clip(grid, -1, 1) + 1) * 127.5).astype(np.uint8)
+  scale = max(1, 256 // inputs.shape[1])  # small synthetic images are enlarged to be seen
+  image = Image.fromarray(pixels).resize((pixels.shape[1] * scale, pixels.shape[0] * scale),
+                                         Image.NEAREST)
+  image.save(path)
+  return path
+
+
+def profile(config) -> dict[str, Any]:
+  """MACs and parameters (the reference's counter, one `crop_size`^2 image) of the teacher, the
+  super-network and, when `subnet.channels` is set, that sub-network (`macs`/`params`)."""
+  if config.task == "gaugan":
+    return _profile_gaugan(config)
+  result = {"task": config.task, "image_size": config.data.crop_size}
+  result.update(_profile(models.teacher_generator(config), config, "teacher_"))
+  result.update(_profile(models.compact_generator(config), config, "supernet_"))
+  if config.subnet.channels:
+    channels = resnet.parse_config(config.subnet.channels)
+    result["channels"] = layers.format_channels(channels)
+    result.update(_profile(models.compact_generator(config, channels), config))
+    result["macs_ratio"] = result["teacher_macs"] / result["macs"]
+  else:
+    result.update(macs=result["teacher_macs"], params=result["teacher_params"])
+  return result
+
+
+def _profile_gaugan(config) -> dict[str, Any]:
+  """GauGAN: the SPADE teacher on one `crop_size x crop_size / aspect_ratio` label map."""
+  g = config.gaugan
+  width, height = config.data.crop_size, int(round(config.data.crop_size / g.aspect_ratio))
+  semantic_nc = g.label_nc + int(g.contain_dontcare) + int(g.instance_edge)
+  teacher = spade.spade_generator(g.ngf, num_upsampling_layers=g.num_upsampling_layers)
+  macs, params = spade.profile(teacher, height, width, semantic_nc)
+  result = {"task": "gaugan", "height": height, "width": width, "semantic_nc": semantic_nc,
+            "teacher_macs": macs, "teacher_params": params, "macs": macs, "params": params}
+  if config.subnet.channels:
+    channels = spade.parse_config(config.subnet.channels)
+    sub = spade.mobile_spade_generator(
+        spade.check_subnet(channels, (g.ngf,) * 8),
+        num_upsampling_layers=g.num_upsampling_layers)
+    result["macs"], result["params"] = spade.profile(sub, height, width, semantic_nc)
+    result.update(channels=layers.format_channels(channels),
+                  macs_ratio=result["teacher_macs"] / result["macs"])
+  return result
+
+
+def pipeline(config, workdir: str) -> dict[str, Any]:
+  """Every phase in order (each resumes or is skipped when already done); returns the
+  evaluation, with the search result's score."""
+  train_teacher(config, workdir)
+  distill(config, workdir)
+  searched = None
+  if not config.subnet.channels:
+    searched = search(config, workdir)
+  if _finetuned(config):
+    finetune(config, workdir)
+  export(config, workdir)
+  result = evaluate(config, workdir)
+  if searched is not None:
+    result.update(search_score=searched["score"], search_metric=searched["metric"],
+                  search_evaluated=searched["num_evaluated"])
+  return result
+
+
+MODES = {"train_teacher": train_teacher, "distill": distill, "search": search,
+         "finetune": finetune, "export": export, "evaluate": evaluate, "pipeline": pipeline}

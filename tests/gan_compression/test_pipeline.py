@@ -1,0 +1,162 @@
+"""End to end on the tiny preset: teacher -> distill -> search -> finetune -> export -> evaluate,
+exact resume of the distillation, the export round trip, the launcher and its user errors."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from experiments.configs import gan_compress as configs
+from lite_jax import core
+from lite_jax.gan_compression import layers, models, train
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+  """The tiny pipeline, phase by phase, with one fine-tuning epoch."""
+  workdir = str(tmp_path_factory.mktemp("gan_compress"))
+  config = configs.get_config("tiny")
+  config.finetune.nepochs = 1
+  results = {mode: train.MODES[mode](config, workdir)
+             for mode in ("train_teacher", "distill", "search", "finetune", "export", "evaluate")}
+  return config, workdir, results
+
+
+def test_pipeline_writes_everything_and_respects_the_budget(run):
+  config, workdir, results = run
+  for name in ("search.json", "search.png", "compare.png", "export/generator.json"):
+    assert os.path.exists(os.path.join(workdir, name)), name
+  searched = results["search"]
+  assert searched["macs"] <= config.search.budget_macs
+  with open(os.path.join(workdir, "search.json")) as f:
+    record = json.load(f)
+  assert all(c["macs"] <= config.search.budget_macs for c in record["evaluated"])
+  assert min(c["score"] for c in record["evaluated"]) == searched["score"]
+  evaluated = results["evaluate"]
+  assert evaluated["channels"] == searched["channels"] == results["export"]["channels"]
+  assert evaluated["macs"] == searched["macs"] and evaluated["macs_ratio"] > 2
+  for key in ("l1", "psnr", "teacher_l1", "teacher_psnr", "l1_to_teacher"):
+    assert np.isfinite(evaluated[key]), key
+  teacher_log = core.read_metrics(os.path.join(workdir, "teacher"))
+  assert teacher_log[-1]["g_recon"] < teacher_log[0]["g_recon"]  # the teacher learns
+
+
+def test_distill_resumes_exactly(run):
+  """Kill after the step-4 checkpoint (drop the later one) and resume: the same final state."""
+  config, workdir, _ = run
+  task = train.load_task(config, workdir)
+  phase = train._student_phase(config, workdir, task, "supernet")
+  final = train.finished_state(phase.directory, phase.state, "super-network")
+  checkpoints = os.path.join(phase.directory, "checkpoints")
+  steps = sorted(int(s) for s in os.listdir(checkpoints) if s.isdigit())
+  assert steps[-2:] == [4, 8]
+  shutil.rmtree(os.path.join(checkpoints, "8"))
+  train.distill(config, workdir)
+  resumed = train.finished_state(phase.directory, phase.state, "super-network")
+  assert int(resumed.step) == 8
+  jax.tree.map(np.testing.assert_array_equal, jax.device_get(resumed.generator),
+               jax.device_get(final.generator))
+  jax.tree.map(np.testing.assert_array_equal, jax.device_get(resumed.d_opt),
+               jax.device_get(final.d_opt))
+
+
+def test_exported_generator_runs_alone_and_matches_the_finetuned_subnet(run):
+  config, workdir, results = run
+  generator, params = train.load_generator(os.path.join(workdir, "export"))
+  channels = tuple(int(c) for c in results["search"]["channels"].split("_"))
+  assert generator.channels == channels
+  task = train.load_task(config, workdir)
+  finetuned = train.finished_state(
+      os.path.join(workdir, "finetune"),
+      train._finetune_phase(config, workdir, task, channels).state, "finetune")
+  x = jax.random.uniform(jax.random.key(0), (2, 16, 16, 3), minval=-1, maxval=1)
+  student = models.student(config, channels)
+  expected, _ = student.apply({"params": finetuned.generator}, x)
+  np.testing.assert_allclose(generator.apply({"params": params}, x), expected, atol=1e-6)
+
+
+def test_export_without_finetuning_slices_the_supernet(run, tmp_path):
+  config, workdir, results = run
+  config = configs.get_config("tiny")  # finetune epochs 0: export slices the super-network
+  for phase in ("teacher", "supernet"):
+    shutil.copytree(os.path.join(workdir, phase), tmp_path / phase)
+  channels = results["search"]["channels"]
+  config.subnet.channels = channels
+  train.export(config, str(tmp_path))
+  generator, params = train.load_generator(str(tmp_path / "export"))
+  task = train.load_task(config, str(tmp_path))
+  supernet = train._supernet_state(config, str(tmp_path), task)
+  x = jax.random.uniform(jax.random.key(0), (2, 16, 16, 3), minval=-1, maxval=1)
+  active = jnp.asarray([int(c) for c in channels.split("_")])
+  expected, _ = models.student(config).apply({"params": supernet.generator}, x, active)
+  np.testing.assert_allclose(generator.apply({"params": params}, x), expected, atol=1e-5)
+
+
+def test_image_pool_returns_new_or_stored_images():
+  pool = {"images": jnp.zeros((2, 1, 1, 1)), "count": jnp.zeros((), jnp.int32)}
+  images = jnp.arange(1.0, 7.0).reshape(6, 1, 1, 1)
+  pool, out = train.image_pool_query(pool, images, jax.random.key(0))
+  out = np.asarray(out).ravel()
+  np.testing.assert_array_equal(out[:2], [1, 2])  # until full: returned as they come
+  assert int(pool["count"]) == 2
+  for i, value in enumerate(out[2:], start=3):  # then: the new image or an earlier one
+    assert value == i or value in range(1, i)
+  assert set(np.asarray(pool["images"]).ravel()) <= set(range(1, 7))
+
+
+def test_phase_order_and_choice_errors(tmp_path):
+  config = configs.get_config("tiny")
+  with pytest.raises(core.UserError, match="no teacher checkpoint"):
+    train.distill(config, str(tmp_path))
+  with pytest.raises(core.UserError, match="no sub-network chosen"):
+    train.export(config, str(tmp_path))
+  config.subnet.channels = "8_8_8_8_8_8_8_16"
+  with pytest.raises(core.UserError, match="wider than the super-network"):
+    train.export(config, str(tmp_path))
+  with pytest.raises(core.UserError, match="not an exported generator"):
+    train.load_generator(str(tmp_path))
+
+
+def test_every_preset_and_flagfile_loads():
+  for preset in configs.presets():
+    assert configs.get_config(preset).preset == preset
+  with pytest.raises(core.UserError, match="unknown preset"):
+    configs.get_config("horse2zebra")
+  for name in ("cyclegan_horse2zebra", "pix2pix_edges2shoes", "pix2pix_cityscapes",
+               "pix2pix_map2aerial", "gaugan_cityscapes", "gan_compress_demo"):
+    assert os.path.exists(f"experiments/flags/{name}.flags"), name
+
+
+def _launch(*args):
+  return subprocess.run([sys.executable, "-m", "experiments.gan_compress", *args],
+                        capture_output=True, text=True, timeout=300)
+
+
+def test_launcher_profiles_the_reference_models():
+  done = _launch("--flagfile=experiments/flags/cyclegan_horse2zebra.flags", "--mode=profile",
+                 "--channels=16_16_24_16_32_64_16_24")
+  assert done.returncode == 0, done.stderr
+  result = json.loads(done.stdout.strip().splitlines()[-1])
+  assert result["teacher_macs"] == 56_831_770_624 and result["teacher_params"] == 11_378_179
+  assert result["macs"] < 3e9 and result["macs_ratio"] > 20
+  done = _launch("--flagfile=experiments/flags/gaugan_cityscapes.flags")
+  result = json.loads(done.stdout.strip().splitlines()[-1])
+  assert result["macs"] == pytest.approx(281.4e9, rel=1e-3)
+
+
+@pytest.mark.parametrize("args, message", [
+    (("--mode=profile", "--channels=16_16"), "8 or 6 positive entries"),
+    (("--mode=distill", "--config.task=gaugan"), "GauGAN (SPADE) training is not implemented"),
+    (("--mode=train_teacher", "--config.data.source=folder:/nonexistent"), "/nonexistent"),
+])
+def test_launcher_user_errors(args, message, tmp_path):
+  done = _launch("--config=experiments/configs/gan_compress.py:tiny",
+                 f"--workdir={tmp_path}", *args)
+  assert done.returncode != 0
+  assert message in done.stderr and "Traceback" not in done.stderr
