@@ -427,7 +427,20 @@ def train_batches(examples: Sequence[Example], preprocess: Preprocess, *, batch_
   else:
     dataset = grain.experimental.ZipMapDataset([stream(examples, 0), stream(examples_B, 1)])
     dataset = dataset.map(_merge_domains)
-  return dataset.batch(batch_size, drop_remainder=True)
+  return dataset.batch(batch_size, drop_remainder=True, batch_fn=stack_examples)
+
+
+def stack_examples(items: Sequence[Example]) -> Example:
+  """Stacks preprocessed examples into a batch; images of different sizes are a user error
+  (they arise with `preprocess='none'` on folders of mixed sizes)."""
+  batch = {}
+  for key in items[0]:
+    shapes = {np.shape(item[key]) for item in items}
+    if len(shapes) > 1:
+      raise UserError(f"cannot batch images of different sizes {sorted(shapes)} ({key!r}); "
+                      f"use preprocess 'resize_and_crop' or resize the files to one size.")
+    batch[key] = np.stack([item[key] for item in items])
+  return batch
 
 
 def eval_batches(examples: Sequence[Example], preprocess: Preprocess,
@@ -447,7 +460,7 @@ def eval_batches(examples: Sequence[Example], preprocess: Preprocess,
              for i in range(start, min(start + batch_size, len(examples)))]
     count = len(items)
     items += items[-1:] * (batch_size - count)
-    batch = {k: np.stack([item[k] for item in items]) for k in items[0]}
+    batch = stack_examples(items)
     batch["mask"] = np.arange(batch_size) < count
     yield batch
 

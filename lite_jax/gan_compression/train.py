@@ -38,6 +38,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 from lite_jax import core
 from lite_jax.core.errors import UserError
 from lite_jax.gan_compression import discriminators as disc
+from lite_jax.gan_compression import standalone
 from lite_jax.gan_compression import layers, models, resnet, spade, subnet_search
 from data import gan_images
 
@@ -50,15 +51,16 @@ PHASES = ("train_teacher", "distill", "search", "finetune", "export", "evaluate"
 
 
 class GanState(flax.struct.PyTreeNode):
-  """Generator(s) and discriminator(s) with their Adam states; `pool` holds CycleGAN's image
-  history buffers (empty otherwise). Random keys are `fold_in(key, step)`."""
+  """Generator(s) and discriminator(s) with their Adam states; `aux` holds state that is not
+  trained by gradients (CycleGAN's image history buffers; batch-norm statistics). Random keys
+  are `fold_in(key, step)`."""
   step: jax.Array
   generator: Any
   discriminator: Any
   g_opt: Any
   d_opt: Any
   key: jax.Array
-  pool: Any
+  aux: Any
   tx_g: optax.GradientTransformation = flax.struct.field(pytree_node=False)
   tx_d: optax.GradientTransformation = flax.struct.field(pytree_node=False)
 
@@ -88,12 +90,12 @@ def _adam(phase, lr: float, steps_per_epoch: int) -> optax.GradientTransformatio
   return optax.adam(lr_schedule(phase, lr, steps_per_epoch), b1=phase.beta1, b2=phase.beta2)
 
 
-def _new_state(generator, discriminator, phase, steps_per_epoch, key, pool=None) -> GanState:
+def _new_state(generator, discriminator, phase, steps_per_epoch, key, aux=None) -> GanState:
   tx_g = _adam(phase, phase.lr, steps_per_epoch)
   tx_d = _adam(phase, phase.lr_d or phase.lr, steps_per_epoch)
   return GanState(step=jnp.zeros((), jnp.int32), generator=generator,
                   discriminator=discriminator, g_opt=tx_g.init(generator),
-                  d_opt=tx_d.init(discriminator), key=key, pool=pool or {}, tx_g=tx_g,
+                  d_opt=tx_d.init(discriminator), key=key, aux=aux or {}, tx_g=tx_g,
                   tx_d=tx_d)
 
 
@@ -223,8 +225,8 @@ def make_cyclegan_teacher_step(generator: nn.Module, discriminator: nn.Module,
 
     (g_total, ((fake_b, fake_a), parts)), g_grads = jax.value_and_grad(
         g_loss_fn, has_aux=True)(state.generator)
-    pool_b, fake_b = image_pool_query(state.pool["B"], jax.lax.stop_gradient(fake_b), keys[6])
-    pool_a, fake_a = image_pool_query(state.pool["A"], jax.lax.stop_gradient(fake_a), keys[7])
+    pool_b, fake_b = image_pool_query(state.aux["B"], jax.lax.stop_gradient(fake_b), keys[6])
+    pool_a, fake_a = image_pool_query(state.aux["A"], jax.lax.stop_gradient(fake_a), keys[7])
 
     def d_loss_fn(d):
       return (disc.discriminator_loss(loss.gan_mode, d_apply(d["A"], b), d_apply(d["A"], fake_b))
@@ -232,7 +234,7 @@ def make_cyclegan_teacher_step(generator: nn.Module, discriminator: nn.Module,
                                         d_apply(d["B"], fake_a)))
 
     d_total, d_grads = jax.value_and_grad(d_loss_fn)(state.discriminator)
-    state = state.apply_gradients(g_grads, d_grads).replace(pool={"A": pool_a, "B": pool_b})
+    state = state.apply_gradients(g_grads, d_grads).replace(aux={"A": pool_a, "B": pool_b})
     return state, {"loss": g_total, "d_loss": d_total, **parts}
 
   return jax.jit(step, donate_argnums=0)
@@ -402,9 +404,9 @@ def _teacher_phase(config, workdir: str, task) -> _Phase:
   else:
     g = {"A": _init(generator, keys[0], image), "B": _init(generator, keys[2], image)}
     d = {"A": _init(discriminator, keys[1], d_shape), "B": _init(discriminator, keys[3], d_shape)}
-    empty = {"images": jnp.zeros((config.teacher_loss.pool_size,) + image[1:]),
-             "count": jnp.zeros((), jnp.int32)}
-    pool = {"A": empty, "B": dict(empty)}
+    empty = lambda: {"images": jnp.zeros((config.teacher_loss.pool_size,) + image[1:]),
+                     "count": jnp.zeros((), jnp.int32)}  # separate buffers: the step donates
+    pool = {"A": empty(), "B": empty()}
     step_fn = make_cyclegan_teacher_step(generator, discriminator, config.teacher_loss)
   state = _new_state(g, d, phase, steps_per_epoch, _state_key(config, 0), pool)
   return _Phase("teacher", os.path.join(workdir, "teacher"), state, step_fn,
@@ -648,8 +650,8 @@ def _finetuned(config) -> bool:
 
 def export(config, workdir: str) -> dict[str, Any]:
   """Writes the compact generator at the chosen config: `<workdir>/export/` holds
-  `generator.json` (architecture, MACs, params) and the sliced weights; `load_generator`
-  reads it back without the super-network."""
+  `generator.json` (the generator's fields) and the sliced weights;
+  `standalone.load_generator` reads it back without the super-network."""
   task = load_task(config, workdir)
   channels = chosen_channels(config, workdir)
   if _finetuned(config):
@@ -664,42 +666,9 @@ def export(config, workdir: str) -> dict[str, Any]:
     params = layers.slice_params(supernet.generator["generator"], target)
   generator = models.compact_generator(config, channels)
   directory = os.path.join(workdir, "export")
-  save_generator(directory, generator, params)
+  standalone.save_generator(directory, generator, {"params": params})
   return {"phase": "export", "path": directory, "channels": layers.format_channels(channels),
           **_profile(generator, config)}
-
-
-def save_generator(directory: str, generator: resnet.ResnetGenerator, params: Any) -> None:
-  """Writes a standalone generator: `generator.json` + an orbax checkpoint of its weights."""
-  import orbax.checkpoint as ocp
-  directory = os.path.abspath(directory)
-  os.makedirs(directory, exist_ok=True)
-  spec = {"architecture": "resnet", "channels": list(generator.channels),
-          "separable": generator.separable, "n_blocks": generator.n_blocks,
-          "output_nc": generator.output_nc,
-          "dtype": jnp.dtype(generator.dtype).name}
-  with open(os.path.join(directory, "generator.json"), "w") as f:
-    json.dump(spec, f, indent=1)
-  with ocp.StandardCheckpointer() as checkpointer:
-    checkpointer.save(os.path.join(directory, "params"), jax.device_get(params), force=True)
-
-
-def load_generator(directory: str) -> tuple[resnet.ResnetGenerator, Any]:
-  """`(generator, params)` of an exported generator; needs nothing but this folder."""
-  import orbax.checkpoint as ocp
-  directory = os.path.abspath(directory)
-  spec_path = os.path.join(directory, "generator.json")
-  if not os.path.exists(spec_path):
-    raise UserError(f"{directory} is not an exported generator (no generator.json); run "
-                    f"--mode=export first.")
-  with open(spec_path) as f:
-    spec = json.load(f)
-  generator = resnet.ResnetGenerator(tuple(spec["channels"]), separable=spec["separable"],
-                                     n_blocks=spec["n_blocks"], output_nc=spec["output_nc"],
-                                     dtype=jnp.dtype(spec["dtype"]))
-  with ocp.StandardCheckpointer() as checkpointer:
-    params = checkpointer.restore(os.path.join(directory, "params"))
-  return generator, params
 
 
 # ---------------------------------------------------------------------------------------------
@@ -718,13 +687,14 @@ def evaluate(config, workdir: str) -> dict[str, Any]:
 
   Metrics: MACs and parameters of both and their ratio; `l1_to_teacher` of the compressed
   outputs; with targets (paired data, or the synthetic task's known translations) `l1` and
-  `psnr` of both; with `eval.fid_weights`, FID and KID of both against the test B images.
+  `psnr` of both; with `eval.fid_weights`, FID and KID (mean and std over subsets) of both
+  against the test B images.
   """
   task = load_task(config, workdir)
   teacher, teacher_params, _ = trained_teacher(config, workdir, task)
-  student, student_params = load_generator(os.path.join(workdir, "export"))
+  student, student_variables = standalone.load_generator(os.path.join(workdir, "export"))
   run_teacher = jax.jit(lambda x: teacher.apply({"params": teacher_params}, x))
-  run_student = jax.jit(lambda x: student.apply({"params": student_params}, x))
+  run_student = jax.jit(lambda x: student.apply(student_variables, x))
   inputs, targets, outs_t, outs_s = [], [], [], []
   for batch, n in _eval_batches(task, task.test, config.eval.batch_size):
     inputs.append(np.asarray(batch["A"])[:n])
@@ -745,15 +715,27 @@ def evaluate(config, workdir: str) -> dict[str, Any]:
       result[f"{name}l1"] = float(np.abs(outs - targets).mean())
       result[f"{name}psnr"] = float(_psnr(outs, targets).mean())
   if config.eval.fid_weights:
-    from lite_jax.gan_compression import fid
-    evaluator = fid.FidEvaluator(config.eval.fid_weights, batch_size=config.eval.batch_size)
-    real = evaluator.statistics(_real_b(
-        task, task.test if task.paired else task.test_B, config.eval.batch_size))
-    for name, outs in (("teacher_", outs_t), ("", outs_s)):
-      result[f"{name}fid"] = float(evaluator.fid(outs, real))
+    result.update(_fid_and_kid(config, task, {"teacher_": outs_t, "": outs_s}))
   result["plot"] = _plot_comparison(inputs, outs_t, outs_s, targets,
                                     os.path.join(workdir, "compare.png"),
                                     config.eval.plot_examples)
+  return result
+
+
+def _fid_and_kid(config, task, outputs: dict[str, np.ndarray]) -> dict[str, float]:
+  """FID and KID (mean, std) of each `{prefix: images}` against the test B images."""
+  from lite_jax.gan_compression import fid
+  evaluator = fid.FidEvaluator(config.eval.fid_weights, batch_size=config.eval.batch_size)
+  real = evaluator.features(_real_b(task, task.test if task.paired else task.test_B,
+                                    config.eval.batch_size))
+  real_stats = fid.feature_statistics(real)
+  result = {}
+  for prefix, images in outputs.items():
+    fake = evaluator.features(images)
+    result[f"{prefix}fid"] = float(fid.frechet_distance(*real_stats,
+                                                        *fid.feature_statistics(fake)))
+    result[f"{prefix}kid"], result[f"{prefix}kid_std"] = (
+        float(v) for v in fid.kernel_inception_distance(real, fake, seed=config.seed))
   return result
 
 

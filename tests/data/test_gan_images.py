@@ -373,3 +373,9 @@ def test_preprocess_errors():
     gi.Preprocess(load_size=256, crop_size=286)
   with pytest.raises(UserError, match="batch_size must be positive"):
     next(gi.eval_batches([], FLAT, 0))
+
+
+def test_images_of_different_sizes_do_not_batch():
+  items = [{"A": np.zeros((8, 8, 3))}, {"A": np.zeros((8, 12, 3))}]
+  with pytest.raises(UserError, match="different sizes"):
+    gi.stack_examples(items)
