@@ -44,6 +44,15 @@ LITE_TRANSFORMER = MacsConvention("lite_transformer", depthwise_conv=False)
 MATMUL_AND_CONV = MacsConvention("matmul_and_conv")
 
 
+def depthwise_call_name(size: int) -> str:
+  """The `counted_call` name of a `size x size` depthwise conv written without `conv_general_
+  dilated` (`nn.depthwise_conv2d`): charged `size^2` per output element, like the conv."""
+  return f"depthwise_conv{size}x{size}"
+
+
+_DEPTHWISE_CALLS = {depthwise_call_name(k): k * k for k in (3, 5, 7)}
+
+
 def counted_call(fn: Callable) -> Callable:
   """`jax.jit(fn)`, visible to conventions that charge calls by name (`fn.__name__`).
 
@@ -85,6 +94,8 @@ def _sub_jaxprs(value: Any):
 
 def _jaxpr_macs(jaxpr, convention: MacsConvention) -> int:
   per_element = dict(convention.counted_calls)
+  if convention.depthwise_conv:
+    per_element.update(_DEPTHWISE_CALLS)
   total = 0
   for eqn in jaxpr.eqns:
     name = eqn.primitive.name

@@ -63,13 +63,14 @@ class ResnetBlock(nn.Module):
   separable: bool
   dropout_rate: float = 0.0
   dtype: Any = jnp.float32
+  depthwise_impl: str = "shifts"
 
   @nn.compact
   def __call__(self, x: jax.Array, trunk_mask=None, hidden_mask=None, *, train: bool = False):
     """`x: [batch, h, w, trunk]` -> same shape."""
     dim = x.shape[-1]
     if self.separable:
-      y = layers.SeparableConv(self.hidden, self.dtype, name="conv1")(
+      y = layers.SeparableConv(self.hidden, self.dtype, self.depthwise_impl, name="conv1")(
           layers.reflect_pad(x, 1), trunk_mask, hidden_mask)
     else:
       y = layers.Conv(self.hidden, 3, dtype=self.dtype, name="conv1")(
@@ -77,7 +78,7 @@ class ResnetBlock(nn.Module):
     y = nn.relu(layers.instance_norm(y))
     y = nn.Dropout(self.dropout_rate, deterministic=not train)(y)
     if self.separable:
-      y = layers.SeparableConv(dim, self.dtype, name="conv2")(
+      y = layers.SeparableConv(dim, self.dtype, self.depthwise_impl, name="conv2")(
           layers.reflect_pad(y, 1), hidden_mask, trunk_mask)
     else:
       y = layers.Conv(dim, 3, dtype=self.dtype, name="conv2")(layers.reflect_pad(y, 1),
@@ -95,6 +96,7 @@ class ResnetGenerator(nn.Module):
     output_nc: output channels.
     dropout_rate: dropout inside the residual blocks (0 in the reference scripts).
     dtype: compute dtype; instance-norm statistics are always f32.
+    depthwise_impl: how separable blocks run their depthwise convs (`layers.DepthwiseConv`).
   """
   channels: tuple[int, ...]
   separable: bool = False
@@ -102,6 +104,7 @@ class ResnetGenerator(nn.Module):
   output_nc: int = 3
   dropout_rate: float = 0.0
   dtype: Any = jnp.float32
+  depthwise_impl: str = "shifts"
 
   def widths(self) -> tuple[int, ...]:
     return tuple(m * c for m, c in zip(WIDTH_MULTIPLIERS, expand_legacy(self.channels)))
@@ -150,7 +153,8 @@ class ResnetGenerator(nn.Module):
     for i in range(self.n_blocks):
       group = 3 + block_group(i, self.n_blocks)
       h = ResnetBlock(widths[group], self.separable, self.dropout_rate, self.dtype,
-                      name=f"block{i}")(h, masks[2], masks[group], train=train)
+                      self.depthwise_impl, name=f"block{i}")(h, masks[2], masks[group],
+                                                             train=train)
       if i + 1 in taps:
         features.append(h)
     h = nn.relu(layers.instance_norm(layers.UpConv(widths[6], self.dtype, name="up1")(

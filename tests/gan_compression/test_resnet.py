@@ -167,3 +167,11 @@ def test_gan_losses():
       0.5 * (bce(np.asarray(real), 1) + bce(np.asarray(fake), 0)), rel=1e-5)
   with pytest.raises(core.UserError, match="gan_mode"):
     disc.generator_gan_loss("wgan", fake)
+
+
+def test_depthwise_implementations_agree():
+  x = jax.random.uniform(jax.random.key(1), (2, 16, 16, 3), minval=-1, maxval=1)
+  fast = resnet.mobile_resnet_generator(8, n_blocks=3)
+  params = _randomize(fast.init(jax.random.key(0), x))
+  slow = fast.clone(depthwise_impl="conv")
+  np.testing.assert_allclose(fast.apply(params, x), slow.apply(params, x), atol=1e-5)
