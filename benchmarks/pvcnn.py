@@ -25,14 +25,14 @@ Prints one JSON line per measurement, with the device name and the path that ran
 from __future__ import annotations
 
 import json
-import statistics
-import time
-from typing import Any, Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from absl import app, flags
+
+from benchmarks.timing import median_seconds
 
 from experiments.configs import pvcnn_shapenet
 from kernels import devoxelize as devox
@@ -64,17 +64,6 @@ _SMOKE_SIZES = [(2, 100, 8, 4)]
 def _device() -> tuple[str, float | None]:
   kind = jax.devices()[0].device_kind
   return kind, next((bw for name, bw in _BANDWIDTH if name in kind), None)
-
-
-def _median_seconds(fn: Callable, *args, repeats: int) -> float:
-  jax.block_until_ready(fn(*args))  # compile and warm up
-  jax.block_until_ready(fn(*args))
-  times = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    jax.block_until_ready(fn(*args))
-    times.append(time.perf_counter() - start)
-  return statistics.median(times)
 
 
 def _emit(record: dict[str, Any]) -> None:
@@ -126,7 +115,7 @@ def bench_kernels(sizes, tilings, dtypes, repeats) -> None:
           g = jnp.ones_like(out)
           for direction, run, args, nbytes in (("forward", forward, (x,), fwd_bytes),
                                                ("backward", backward, (vjp, g), bwd_bytes)):
-            seconds = _median_seconds(run, *args, repeats=repeats)
+            seconds = median_seconds(run, *args, repeats=repeats)
             _emit({"benchmark": "kernel", "op": op, "direction": direction, "path": path,
                    "tiling": None if tiling is None else [tiling.points, tiling.channels],
                    "device": device, "batch": batch, "points": num_points,
@@ -160,7 +149,7 @@ def bench_models(presets, backends, batch, num_points, unet_resolution, resoluti
       peak = None if memory is None else (
           memory.argument_size_in_bytes + memory.output_size_in_bytes
           + memory.temp_size_in_bytes - memory.alias_size_in_bytes)
-      seconds = _median_seconds(forward, variables, *inputs, repeats=repeats)
+      seconds = median_seconds(forward, variables, *inputs, repeats=repeats)
       _emit({"benchmark": "model", "model": preset, "device": device,
              "path": vox.voxelize_path(backend) if has_voxels else None, "batch": batch,
              "points": num_points, "resolution": (unet_resolution if preset == "voxel_unet"

@@ -7,7 +7,8 @@ r"""GAN Compression: teacher, once-for-all distillation, search, fine-tuning, ex
         --mode=profile --channels=16_16_24_16_32_64_16_24
 
 Modes: `train_teacher`, `distill`, `search`, `finetune`, `export`, `evaluate`, `profile`, and
-`pipeline` (all of them in order; each phase resumes, a finished one is skipped). `--channels`
+`pipeline` (all of them in order; each phase resumes, a finished one is skipped). Tasks
+`pix2pix` and `cyclegan` (ResNet generators) and `gaugan` (SPADE; no `finetune`). `--channels`
 picks the sub-network for finetune/export/evaluate/profile instead of the search result.
 Every mode ends by printing one JSON line of its results.
 """
@@ -24,7 +25,8 @@ _CONFIG = config_flags.DEFINE_config_file(
 _WORKDIR = flags.DEFINE_string("workdir", "runs/gan_compress_demo",
                                "Every phase's checkpoints, metrics, search result and plots.")
 _MODE = flags.DEFINE_enum("mode", "pipeline", list(gan_compression.MODES) + ["profile"],
-                          "Which phase to run (see the module docstring).")
+                          "Which phase to run (see the module docstring; GauGAN has no "
+                          "finetune).")
 _CHANNELS = flags.DEFINE_string(
     "channels", None, "Sub-network channel config, e.g. 16_16_24_16_32_64_16_24 "
     "(sets config.subnet.channels).")
@@ -38,11 +40,7 @@ def main(argv):
   if _CHANNELS.value is not None:
     with config.unlocked():
       config.subnet.channels = _CHANNELS.value
-  if _MODE.value == "profile":
-    result = gan_compression.profile(config)
-  else:
-    result = gan_compression.MODES[_MODE.value](config, _WORKDIR.value)
-  metrics.print_result(result)
+  metrics.print_result(gan_compression.run(_MODE.value, config, _WORKDIR.value))
 
 
 if __name__ == "__main__":

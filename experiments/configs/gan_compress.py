@@ -22,8 +22,30 @@ Presets (`--config=experiments/configs/gan_compress.py:PRESET`, or a flagfile th
   side-by-side layout; `tfds:cycle_gan/horse2zebra` reads a prepared tfds copy.) The
   reference scores cityscapes with a DRN segmentation network (mIoU), which is not
   implemented here: that preset searches and evaluates with FID.
-* `gaugan_cityscapes`: the SPADE (GauGAN) generator at 512x256 with 35 labels + instance
-  edge; `--mode=profile` only (281.4G MACs, 93.0M params); GauGAN training is not implemented.
+* `gaugan_cityscapes`: Fast GAN Compression of GauGAN (SPADE) on Cityscapes at 512x256, 35
+  labels + instance edge (`lite_jax.gan_compression.spade_train`): the SPADE teacher (ngf 64,
+  281.4G MACs, 93.0M params; 100+100 epochs, hinge GAN with a 2-scale spectral-instance D,
+  feature matching 10, VGG 10, G lr 1e-4 / D 4e-4, Adam (0, 0.9), batch 16), a ngf-64 mobile
+  super-network distilled from it from scratch (200+200 epochs, distillation 10 on head_0 /
+  G_middle_1 / up_1), evolutionary search under 32e9 MACs with BN re-calibration on the
+  200 held-out images, export, evaluation. Reference result (README, Fast): FID 56.25,
+  mIoU 61.17 at ~31G MACs (`32_32_32_48_32_24_24_32`). mIoU needs the DRN-D-105 segmenter,
+  which is not implemented: search and evaluation use FID (`eval.fid_weights`). Needs the
+  user's files:
+    python -m experiments.gan_compress --flagfile=experiments/flags/gaugan_cityscapes.flags \
+        --config.data.source=cityscapes:/path/to/cityscapes \
+        --config.gaugan.vgg_weights=/path/to/vgg19-dcbb9e9d.pth \
+        --config.eval.fid_weights=/path/to/pt_inception-2015-12-05-6726825d.pth
+  (`--mode=profile` prints the MACs without data: 281.4G / 93.0M.)
+* `gaugan_demo`: the same pipeline on synthetic label maps (4 classes + instance edges) at
+  64x32, no VGG loss (it needs the weights file) and D from scratch: a SPADE teacher (ngf 8,
+  72.6M MACs) -> ngf-8 super-network -> evolution under 15M MACs, scored by L1 to the real
+  held-out images; writes `compare.png` (label map | teacher | compressed | real) and
+  `search.png`. About 4 minutes on 2 CPU cores; expect test L1 / PSNR ~0.14 / 18.7 dB for the
+  teacher and ~0.16 / 18.3 dB for a ~5x smaller sub-network.
+    python -m experiments.gan_compress --config=experiments/configs/gan_compress.py:gaugan_demo \
+        --workdir=runs/gaugan_demo
+* `gaugan_tiny`: the GauGAN demo shrunk for tests (ngf 4, a few steps, seconds).
 
 Budgets are the reference's evolution budgets (horse2zebra 3e9, edges2shoes 4.9e9,
 cityscapes 5.7e9, maps 4.6e9 MACs); held-out search splits are its train2 sizes (120, 2048,
@@ -57,9 +79,10 @@ def _phase(batch_size: int, nepochs: int, nepochs_decay: int, lr: float = 2e-4
 def _base() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.preset = ""
-  c.task = "pix2pix"  # 'pix2pix' (paired) | 'cyclegan' (unpaired) | 'gaugan' (profile only)
+  c.task = "pix2pix"  # 'pix2pix' (paired) | 'cyclegan' (unpaired) | 'gaugan' (label maps)
   c.seed = 0
   c.dtype = "float32"  # compute dtype of every network ('bfloat16' on accelerators)
+  c.depthwise_impl = "shifts"  # mobile generators' depthwise convs: 'shifts' | 'conv' (XLA's)
 
   c.data = ml_collections.ConfigDict()
   c.data.source = "synthetic"  # 'synthetic' | 'folder:/path' | 'tfds:cycle_gan/NAME'
@@ -124,6 +147,10 @@ def _base() -> ml_collections.ConfigDict:
   c.subnet = ml_collections.ConfigDict()
   c.subnet.channels = ""  # '16_16_24_...' picks the sub-network instead of the search result
 
+  c.mesh = ml_collections.ConfigDict()  # data parallel: batches split over devices
+  c.mesh.num_devices = 0  # 0 = all devices; otherwise the first N
+  c.mesh.distributed = False  # jax.distributed.initialize() for multi-host jobs
+
   c.eval = ml_collections.ConfigDict()
   c.eval.fid_weights = ""  # path to pt_inception-2015-12-05-6726825d.pth (or its .npz)
   c.eval.batch_size = 16
@@ -185,9 +212,88 @@ def _synthetic(c, tiny: bool):
   c.search.batch_size = c.eval.batch_size = 8 if tiny else 32
 
 
+def _gaugan_phase(nepochs: int, nepochs_decay: int) -> ml_collections.ConfigDict:
+  """SPADE's TTUR optimisation: G lr 1e-4, D lr 4e-4, Adam (0, 0.9), batch 16."""
+  p = _phase(16, nepochs, nepochs_decay, lr=1e-4)
+  p.lr_d = 4e-4
+  p.beta1, p.beta2 = 0.0, 0.9
+  return p
+
+
+def _gaugan(c):
+  """GauGAN on Cityscapes, the Fast GAN Compression recipe (`scripts/gaugan/cityscapes_fast`)."""
+  c.task = "gaugan"
+  c.data.source = "cityscapes:"  # cityscapes:/path/to/cityscapes, or 'synthetic'
+  c.data.crop_size = 512  # width; height = crop_size / aspect_ratio
+  c.data.holdout = 200  # the reference's train2.meta
+  c.gaugan = ml_collections.ConfigDict()
+  c.gaugan.aspect_ratio = 2.0
+  c.gaugan.label_nc = 35
+  c.gaugan.contain_dontcare = False
+  c.gaugan.instance_edge = True
+  c.gaugan.num_upsampling_layers = "more"
+  c.gaugan.ngf = 64  # teacher width
+  c.gaugan.teacher = "spade"  # 'spade' (Fast: the original) | 'mobile_spade' (GAN Compression)
+  c.gaugan.vgg_weights = ""  # path to torchvision's vgg19-dcbb9e9d.pth (or its .npz)
+  c.student.ngf = 64  # Fast trains a ngf-64 super-network from scratch (GAN Compression: 48)
+  c.student.search_space = "channels-64"
+  c.discriminator.ndf = 64
+  c.discriminator.n_layers = 4  # GauGAN's n_layers_D
+  c.discriminator.norm = "spectral_instance"
+  c.discriminator.num_d = 2
+  c.teacher_train = _gaugan_phase(100, 100)
+  c.teacher_loss = ml_collections.ConfigDict()
+  c.teacher_loss.gan_mode = "hinge"
+  c.teacher_loss.lambda_gan = 1.0
+  c.teacher_loss.lambda_feat = 10.0
+  c.teacher_loss.lambda_vgg = 10.0
+  c.distill = _gaugan_phase(200, 200)
+  c.distill.restore_discriminator = False  # Fast trains D from scratch
+  c.distill_loss = ml_collections.ConfigDict(c.teacher_loss.to_dict())
+  c.distill_loss.lambda_distill = 10.0
+  c.search.metric = "fid"  # the reference searches by mIoU (DRN-D-105, not implemented)
+  c.search.budget_macs = 32e9  # Fast evolution (brute force: 35e9)
+  c.search.calibration_images = 512  # BN re-calibration on the last batch of these
+
+
+def _gaugan_synthetic(c, tiny: bool):
+  """Synthetic label maps (4 classes + instance edges) at 64x32 with a narrow teacher."""
+  _gaugan(c)
+  c.data.source = "synthetic"
+  c.data.crop_size = 64  # 64x32: bottom 2x1 after 'normal' upsampling's 5 steps
+  c.data.synthetic_train, c.data.synthetic_test = (24, 8) if tiny else (400, 64)
+  c.data.holdout = 8 if tiny else 64
+  c.gaugan.label_nc = 4
+  c.gaugan.num_upsampling_layers = "normal"  # sides divisible by 32
+  c.gaugan.ngf = c.student.ngf = 4 if tiny else 8
+  if tiny:  # XLA's grouped conv compiles the tiny SPADE steps faster; the ResNet tests use shifts
+    c.depthwise_impl = "conv"
+  c.student.search_space = "4,2|4,2|4,2|4,2|4,2|4,2|4,2|4,2" if tiny else (
+      "8,6,4|8,6,4|8,6,4|8,6,4|8,6,4|8,6,4|8,6,4|8,6,4")
+  c.discriminator.ndf = 8 if tiny else 16
+  c.discriminator.n_layers = 3
+  c.teacher_loss.lambda_vgg = c.distill_loss.lambda_vgg = 0.0  # needs the VGG19 weights
+  c.teacher_train = _gaugan_phase(*((1, 1) if tiny else (5, 5)))
+  c.distill = _gaugan_phase(*((2, 2) if tiny else (5, 5)))
+  c.distill.restore_discriminator = False
+  for phase in (c.teacher_train, c.distill):
+    phase.batch_size = 8
+    phase.log_every_steps = 2 if tiny else 20
+    phase.checkpoint_every_steps = 4 if tiny else 200
+  if not tiny:  # Short runs want larger steps than the reference's 1e-4 / 4e-4.
+    c.teacher_train.lr, c.teacher_train.lr_d = 2e-4, 4e-4
+    c.distill.lr, c.distill.lr_d = 5e-4, 1e-3
+  c.search.metric = "l1"
+  # Teacher 19.8M / 72.6M MACs, super-network 11.0M / 34.7M: budgets 3.3x / 4.8x below it.
+  c.search.budget_macs = 6e6 if tiny else 15e6
+  c.search.population_size, c.search.generations = (4, 1) if tiny else (16, 6)
+  c.search.batch_size = c.eval.batch_size = 8 if tiny else 32
+  c.search.calibration_images = 8 if tiny else 64
+
+
 def presets() -> tuple[str, ...]:
   return ("demo", "tiny", "cyclegan_horse2zebra", "pix2pix_edges2shoes", "pix2pix_cityscapes",
-          "pix2pix_map2aerial", "gaugan_cityscapes")
+          "pix2pix_map2aerial", "gaugan_cityscapes", "gaugan_demo", "gaugan_tiny")
 
 
 def get_config(preset: str = "demo") -> ml_collections.ConfigDict:
@@ -211,15 +317,9 @@ def get_config(preset: str = "demo") -> ml_collections.ConfigDict:
     _pix2pix(c, holdout=300, direction="BtoA", teacher=(1, 100, 200), distill=(1, 200, 400),
              finetune=(1, 100, 200), recon=10.0, distill_weight=0.01, budget=4.6e9,
              mutate_prob=0.4)
+  elif preset == "gaugan_cityscapes":
+    _gaugan(c)
   else:
-    c.task = "gaugan"
-    c.data.crop_size = 512  # width; height = crop_size / aspect_ratio
-    c.gaugan = ml_collections.ConfigDict()
-    c.gaugan.aspect_ratio = 2.0
-    c.gaugan.label_nc = 35
-    c.gaugan.contain_dontcare = False
-    c.gaugan.instance_edge = True
-    c.gaugan.num_upsampling_layers = "more"
-    c.gaugan.ngf = 64
+    _gaugan_synthetic(c, tiny=preset == "gaugan_tiny")
   c.preset = preset
   return c

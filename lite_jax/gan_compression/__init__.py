@@ -3,12 +3,13 @@ super-networks, discriminators and losses, distillation, sub-network search, exp
 
 from lite_jax.gan_compression.discriminators import (MultiscaleDiscriminator, PatchDiscriminator,
                                                      discriminator_loss, generator_gan_loss)
-from lite_jax.gan_compression.standalone import load_generator, save_generator
 from lite_jax.gan_compression.layers import GAN_COMPRESSION, slice_params
 from lite_jax.gan_compression.models import DistillStudent
 from lite_jax.gan_compression.resnet import (ResnetGenerator, generator_macs, generator_params,
                                              mobile_resnet_generator, resnet_generator)
+from lite_jax.gan_compression.spade import (SpadeGenerator, mobile_spade_generator,
+                                            spade_generator)
+from lite_jax.gan_compression.standalone import load_generator, save_generator
 from lite_jax.gan_compression.subnet_search import evolution_search, exhaustive_search
 from lite_jax.gan_compression.train import (MODES, distill, evaluate, export, finetune,
-                                            pipeline, profile, search,
-                                            train_teacher)
+                                            pipeline, profile, run, search, train_teacher)

@@ -1,4 +1,15 @@
-"""PatchGAN and multi-scale discriminators (NHWC), and the GAN losses the reference uses."""
+"""PatchGAN and multi-scale discriminators (NHWC), and the GAN losses the reference uses.
+
+GauGAN's discriminators use `norm="spectral_instance"` (the reference's `spectralinstance`):
+every normalized conv is spectrally normalized, loses its bias (instance norm cancels it) and
+is followed by an affine-free instance norm; the first conv and the logits conv are plain.
+Spectral norm follows `torch.nn.utils.spectral_norm`: the kernel, seen as the matrix
+`[out, k * k * in]`, is divided by `sigma = u^T W v`, where the unit vectors `u` and `v` live in
+the `spectral` collection and advance by one power iteration per call with
+`update_stats=True` (PyTorch iterates on every forward of a module in training mode, and
+GauGAN's D never leaves it). The matrix is PyTorch's `weight.view(out, -1)` up to a column
+permutation, which leaves its singular values (and `u`) unchanged.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +24,45 @@ from lite_jax.core.errors import UserError
 from lite_jax.gan_compression import layers
 
 GAN_MODES = ("lsgan", "hinge", "vanilla")
+NORMS = ("instance", "none", "spectral_instance")
+
+
+def _unit(v: jax.Array, eps: float = 1e-12) -> jax.Array:
+  """`F.normalize`: `v / max(|v|, eps)`."""
+  return v / jnp.maximum(jnp.linalg.norm(v), eps)
+
+
+class SpectralConv(nn.Module):
+  """`spectral_norm(nn.Conv2d(..., bias=False))`: a conv whose kernel is divided by its
+  estimated largest singular value (see the module docstring).
+
+  Variables: `params/kernel: [k, k, in, features]`; `spectral/u: [features]` and
+  `spectral/v: [k * k * in]`, random unit vectors at init (as PyTorch's).
+  """
+  features: int
+  kernel_size: int
+  strides: int = 1
+  padding: int = 0
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array, update_stats: bool = False) -> jax.Array:
+    """`x: [batch, h, w, in]` -> `[batch, h', w', features]`; `update_stats` runs one power
+    iteration first (call with `mutable=["spectral"]`)."""
+    k = self.kernel_size
+    kernel = self.param("kernel", layers.weight_init, (k, k, x.shape[-1], self.features))
+    matrix = kernel.reshape(-1, self.features).T  # [out, k * k * in]
+    draw = lambda size: _unit(jax.random.normal(self.make_rng("params"), (size,)))
+    u = self.variable("spectral", "u", draw, self.features)
+    v = self.variable("spectral", "v", draw, matrix.shape[1])
+    if update_stats and not self.is_initializing():
+      w = jax.lax.stop_gradient(matrix)
+      v.value = _unit(w.T @ u.value)
+      u.value = _unit(w @ v.value)
+    sigma = u.value @ matrix @ v.value
+    return jax.lax.conv_general_dilated(
+        x, (kernel / sigma).astype(self.dtype), (self.strides,) * 2,
+        [(self.padding, self.padding)] * 2, dimension_numbers=("NHWC", "HWIO", "NHWC"))
 
 
 class PatchDiscriminator(nn.Module):
@@ -25,7 +75,8 @@ class PatchDiscriminator(nn.Module):
   Attributes:
     ndf: first layer's width (64 for CycleGAN, 128 for the reference's pix2pix).
     n_layers: down-sampling layers.
-    norm: `instance` (affine-free, as the reference's `--norm instance`) or `none`.
+    norm: `instance` (affine-free, as the reference's `--norm instance`), `none`, or
+      `spectral_instance` (GauGAN's `spectralinstance`: spectral norm, no bias, instance norm).
     padding: zero padding of every conv.
   """
   ndf: int = 64
@@ -35,24 +86,36 @@ class PatchDiscriminator(nn.Module):
   dtype: Any = jnp.float32
 
   @nn.compact
-  def __call__(self, x: jax.Array) -> tuple[jax.Array, list[jax.Array]]:
-    """`x: [batch, h, w, c]` -> (logits `[batch, h', w', 1]` f32, intermediate features)."""
-    if self.norm not in ("instance", "none"):
-      raise UserError(f"discriminator norm must be 'instance' or 'none', got {self.norm!r}.")
+  def __call__(self, x: jax.Array, update_stats: bool = False
+               ) -> tuple[jax.Array, list[jax.Array]]:
+    """`x: [batch, h, w, c]` -> (logits `[batch, h', w', 1]` f32, intermediate features).
+
+    `update_stats`: with spectral norm, advance its power iteration (`mutable=["spectral"]`).
+    """
+    if self.norm not in NORMS:
+      raise UserError(f"discriminator norm must be one of {', '.join(NORMS)}, got "
+                      f"{self.norm!r}.")
     side = min(x.shape[1:3])
     for stride in [2] * self.n_layers + [1, 1]:
       side = (side + 2 * self.padding - 4) // stride + 1
     if side < 1:
       raise UserError(f"images of {x.shape[1]}x{x.shape[2]} are too small for a "
                       f"{self.n_layers}-layer PatchGAN; lower discriminator.n_layers.")
-    norm = layers.instance_norm if self.norm == "instance" else (lambda h: h)
+    norm = (lambda h: h) if self.norm == "none" else layers.instance_norm
     conv = lambda f, s, name: layers.Conv(f, 4, strides=s, padding=self.padding,
                                           dtype=self.dtype, name=name)
+
+    def normed_conv(h, features, stride, name):
+      if self.norm == "spectral_instance":
+        return SpectralConv(features, 4, stride, self.padding, self.dtype, name=name)(
+            h, update_stats)
+      return conv(features, stride, name)(h)
+
     h = nn.leaky_relu(conv(self.ndf, 2, "conv0")(x.astype(self.dtype)), 0.2)
     features = [h]
     for n in range(1, self.n_layers + 1):
       stride = 2 if n < self.n_layers else 1
-      h = nn.leaky_relu(norm(conv(self.ndf * min(2 ** n, 8), stride, f"conv{n}")(h)), 0.2)
+      h = nn.leaky_relu(norm(normed_conv(h, self.ndf * min(2 ** n, 8), stride, f"conv{n}")), 0.2)
       features.append(h)
     logits = conv(1, 1, "logits")(h).astype(jnp.float32)
     return logits, features
@@ -72,12 +135,13 @@ class MultiscaleDiscriminator(nn.Module):
   dtype: Any = jnp.float32
 
   @nn.compact
-  def __call__(self, x: jax.Array) -> list[tuple[jax.Array, list[jax.Array]]]:
+  def __call__(self, x: jax.Array, update_stats: bool = False
+               ) -> list[tuple[jax.Array, list[jax.Array]]]:
     """`x: [batch, h, w, c]` -> one `(logits, features)` per scale, finest first."""
     outputs = []
     for i in range(self.num_d):
       outputs.append(PatchDiscriminator(self.ndf, self.n_layers - 1, self.norm, padding=2,
-                                        dtype=self.dtype, name=f"scale{i}")(x))
+                                        dtype=self.dtype, name=f"scale{i}")(x, update_stats))
       x = nn.avg_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)),
                       count_include_pad=False)
     return outputs

@@ -585,8 +585,8 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
   except UserError:
     raise
   except _UnknownGlobal as e:
-    raise UserError(f"{source} holds a {e} object, which a state dict of tensors does not; expected "
-                    f"{INCEPTION_WEIGHTS_FILE} or an .npz state dict.") from None
+    raise UserError(f"{source} holds a {e} object, which a state dict of tensors does not; "
+                    f"expected {INCEPTION_WEIGHTS_FILE} or an .npz state dict.") from None
   except (pickle.UnpicklingError, EOFError, zipfile.BadZipFile, ValueError, TypeError,
           KeyError, IndexError, AttributeError) as e:
     raise UserError(f"{source} could not be read as a PyTorch checkpoint or .npz state dict "

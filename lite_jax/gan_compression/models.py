@@ -37,13 +37,16 @@ class DistillStudent(nn.Module):
   output_nc: int = 3
   dropout_rate: float = 0.0
   dtype: Any = jnp.float32
+  depthwise_impl: str = "shifts"
 
   @nn.compact
   def __call__(self, x: jax.Array, active=None, *, train: bool = False):
-    """`x: [batch, h, w, 3]` -> (`[batch, h, w, output_nc]`, 4 maps `[batch, h/4, w/4, teacher_width]`)."""
+    """`x: [batch, h, w, 3]` -> (`[batch, h, w, output_nc]`, 4 distillation maps
+    `[batch, h/4, w/4, teacher_width]`)."""
     out, taps = resnet.ResnetGenerator(self.channels, separable=True, n_blocks=self.n_blocks,
                                        output_nc=self.output_nc,
                                        dropout_rate=self.dropout_rate, dtype=self.dtype,
+                                       depthwise_impl=self.depthwise_impl,
                                        name="generator")(x, active, train=train,
                                                          return_features=True)
     mapped = [layers.Conv(self.teacher_width, 1, dtype=self.dtype, name=f"distill{i}")(t)
@@ -59,7 +62,8 @@ def teacher_generator(config: ml_collections.ConfigDict) -> resnet.ResnetGenerat
     raise UserError(f"teacher.kind must be 'resnet' or 'mobile_resnet', got {t.kind!r}.")
   return resnet.ResnetGenerator((t.ngf,) * 8, separable=t.kind == "mobile_resnet",
                                 n_blocks=t.n_blocks, dropout_rate=t.dropout_rate,
-                                dtype=compute_dtype(config.dtype))
+                                dtype=compute_dtype(config.dtype),
+                                depthwise_impl=config.depthwise_impl)
 
 
 def teacher_width(config: ml_collections.ConfigDict) -> int:
@@ -79,7 +83,7 @@ def student(config: ml_collections.ConfigDict,
   return DistillStudent(tuple(channels), teacher_width(config),
                         n_blocks=config.teacher.n_blocks,
                         dropout_rate=config.student.dropout_rate,
-                        dtype=compute_dtype(config.dtype))
+                        dtype=compute_dtype(config.dtype), depthwise_impl=config.depthwise_impl)
 
 
 def compact_generator(config: ml_collections.ConfigDict,
@@ -88,9 +92,11 @@ def compact_generator(config: ml_collections.ConfigDict,
   its parameters are the student's `params["generator"]`."""
   widest = super_channels(config)
   channels = widest if channels is None else resnet.check_subnet(channels, widest)
-  return resnet.ResnetGenerator(tuple(channels), separable=True, n_blocks=config.teacher.n_blocks,
+  return resnet.ResnetGenerator(tuple(channels), separable=True,
+                                n_blocks=config.teacher.n_blocks,
                                 dropout_rate=config.student.dropout_rate,
-                                dtype=compute_dtype(config.dtype))
+                                dtype=compute_dtype(config.dtype),
+                                depthwise_impl=config.depthwise_impl)
 
 
 def search_space(config: ml_collections.ConfigDict) -> tuple[tuple[int, ...], ...]:

@@ -48,7 +48,7 @@ def expand_legacy(channels: Sequence[int]) -> tuple[int, ...]:
 
 
 def block_group(index: int, n_blocks: int) -> int:
-  """Which third of the residual blocks (0, 1, 2) block `index` belongs to (the reference's split)."""
+  """Which third (0, 1, 2) of the residual blocks block `index` is in (the reference's split)."""
   third = n_blocks // 3
   return min(index // third, 2) if third else 2
 

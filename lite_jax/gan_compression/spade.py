@@ -112,6 +112,7 @@ class Spade(nn.Module):
   separable: bool
   bn_momentum: float = 0.9
   dtype: Any = jnp.float32
+  depthwise_impl: str = "shifts"
 
   @nn.compact
   def __call__(self, x: jax.Array, seg: jax.Array, x_mask=None, hidden_mask=None, *,
@@ -126,8 +127,8 @@ class Spade(nn.Module):
     actv = nn.relu(layers.Conv(self.hidden, 3, padding=1, dtype=self.dtype,
                                name="mlp_shared")(seg, hidden_mask))
     if self.separable:
-      head = lambda name: layers.SeparableConv(width, self.dtype, name=name)(
-          zero_pad(actv, 1), hidden_mask, x_mask)
+      head = lambda name: layers.SeparableConv(width, self.dtype, self.depthwise_impl,
+                                               name=name)(zero_pad(actv, 1), hidden_mask, x_mask)
     else:
       head = lambda name: layers.Conv(width, 3, padding=1, dtype=self.dtype, name=name)(
           actv, x_mask)
@@ -149,6 +150,7 @@ class SpadeResnetBlock(nn.Module):
   separable: bool = False
   bn_momentum: float = 0.9
   dtype: Any = jnp.float32
+  depthwise_impl: str = "shifts"
 
   @nn.compact
   def __call__(self, x: jax.Array, seg: jax.Array, in_mask=None, inner_mask=None,
@@ -157,7 +159,7 @@ class SpadeResnetBlock(nn.Module):
     out_width = x.shape[-1] if self.features is None else self.features
     out_mask = in_mask if self.features is None else inner_mask
     spade = lambda name: Spade(self.hidden, self.separable, self.bn_momentum, self.dtype,
-                               name=name)
+                               self.depthwise_impl, name=name)
     conv = lambda features, name: layers.Conv(features, 3, padding=1, dtype=self.dtype,
                                               name=name)
     dx = spade("norm_0")(x, seg, in_mask, hidden_mask, train=train)
@@ -183,6 +185,7 @@ class SpadeGenerator(nn.Module):
     bn_momentum: flax momentum of the batch-norm running statistics (0.9 = PyTorch's 0.1;
       `calibrate` uses 0).
     dtype: compute dtype; batch-norm statistics are always f32.
+    depthwise_impl: how the mobile heads run their depthwise convs (`layers.DepthwiseConv`).
   """
   channels: tuple[int, ...]
   separable: bool = False
@@ -190,6 +193,7 @@ class SpadeGenerator(nn.Module):
   output_nc: int = 3
   bn_momentum: float = 0.9
   dtype: Any = jnp.float32
+  depthwise_impl: str = "shifts"
 
   def widths(self) -> tuple[int, ...]:
     return tuple(m * c for m, c in zip(WIDTH_MULTIPLIERS, self.channels))
@@ -240,7 +244,7 @@ class SpadeGenerator(nn.Module):
     seg = seg.astype(self.dtype)
     block = lambda i, **kw: SpadeResnetBlock(
         hidden=hidden[i], separable=self.separable, bn_momentum=self.bn_momentum,
-        dtype=self.dtype, name=BLOCK_NAMES[i - 1], **kw)
+        dtype=self.dtype, depthwise_impl=self.depthwise_impl, name=BLOCK_NAMES[i - 1], **kw)
     at = lambda x: downsample_nearest(seg, x.shape[1], x.shape[2])
 
     x = downsample_nearest(seg, seg.shape[1] // 2**steps, seg.shape[2] // 2**steps)
@@ -265,7 +269,7 @@ class SpadeGenerator(nn.Module):
           active[7] // 2, widths[7] // 2, self.dtype)
       x = upsample_nearest(x)
       x = SpadeResnetBlock(widths[7] // 2, hidden[7], widths[7] // 2, self.separable,
-                           self.bn_momentum, self.dtype, name="up_4")(
+                           self.bn_momentum, self.dtype, self.depthwise_impl, name="up_4")(
           x, at(x), in_mask, last_mask, hidden_masks[7], train=train)
       features["up_4"] = x
     out = layers.Conv(self.output_nc, 3, padding=1, dtype=self.dtype, name="conv_img")(

@@ -17,86 +17,25 @@ unpaired data (compressing A->B only, as the reference does for CycleGAN).
 
 from __future__ import annotations
 
-import dataclasses
 import functools
-import json
-import math
 import os
 from typing import Any, Callable, Iterator
 
-import flax.struct
 import grain
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import optax
-from absl import logging
 from flax import linen as nn
-from jax.sharding import NamedSharding, PartitionSpec as P
 
 from lite_jax import core
 from lite_jax.core.errors import UserError
 from lite_jax.gan_compression import discriminators as disc
-from lite_jax.gan_compression import standalone
-from lite_jax.gan_compression import layers, models, resnet, spade, subnet_search
+from lite_jax.gan_compression import (layers, models, phases, resnet, spade, spade_train,
+                                      standalone, subnet_search)
 from data import gan_images
 
 PHASES = ("train_teacher", "distill", "search", "finetune", "export", "evaluate")
-
-
-# ---------------------------------------------------------------------------------------------
-# State.
-# ---------------------------------------------------------------------------------------------
-
-
-class GanState(flax.struct.PyTreeNode):
-  """Generator(s) and discriminator(s) with their Adam states; `aux` holds state that is not
-  trained by gradients (CycleGAN's image history buffers; batch-norm statistics). Random keys
-  are `fold_in(key, step)`."""
-  step: jax.Array
-  generator: Any
-  discriminator: Any
-  g_opt: Any
-  d_opt: Any
-  key: jax.Array
-  aux: Any
-  tx_g: optax.GradientTransformation = flax.struct.field(pytree_node=False)
-  tx_d: optax.GradientTransformation = flax.struct.field(pytree_node=False)
-
-  def step_key(self) -> jax.Array:
-    return jax.random.fold_in(self.key, self.step)
-
-  def apply_gradients(self, g_grads, d_grads) -> "GanState":
-    g_updates, g_opt = self.tx_g.update(g_grads, self.g_opt, self.generator)
-    d_updates, d_opt = self.tx_d.update(d_grads, self.d_opt, self.discriminator)
-    return self.replace(step=self.step + 1,
-                        generator=optax.apply_updates(self.generator, g_updates),
-                        discriminator=optax.apply_updates(self.discriminator, d_updates),
-                        g_opt=g_opt, d_opt=d_opt)
-
-
-def lr_schedule(phase: ml_collections.ConfigDict, lr: float, steps_per_epoch: int
-                ) -> optax.Schedule:
-  """The reference's `linear` policy: constant for `nepochs`, then linear decay to 0 over
-  `nepochs_decay`, stepped once per epoch."""
-  def schedule(count):
-    epoch = jnp.asarray(count, jnp.int32) // steps_per_epoch
-    return lr * (1.0 - jnp.maximum(0, epoch + 1 - phase.nepochs) / (phase.nepochs_decay + 1.0))
-  return schedule
-
-
-def _adam(phase, lr: float, steps_per_epoch: int) -> optax.GradientTransformation:
-  return optax.adam(lr_schedule(phase, lr, steps_per_epoch), b1=phase.beta1, b2=phase.beta2)
-
-
-def _new_state(generator, discriminator, phase, steps_per_epoch, key, aux=None) -> GanState:
-  tx_g = _adam(phase, phase.lr, steps_per_epoch)
-  tx_d = _adam(phase, phase.lr_d or phase.lr, steps_per_epoch)
-  return GanState(step=jnp.zeros((), jnp.int32), generator=generator,
-                  discriminator=discriminator, g_opt=tx_g.init(generator),
-                  d_opt=tx_d.init(discriminator), key=key, aux=aux or {}, tx_g=tx_g,
-                  tx_d=tx_d)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -114,15 +53,6 @@ def load_task(config: ml_collections.ConfigDict, workdir: str) -> gan_images.Ima
       data_dir=d.tfds_data_dir or os.path.join(workdir, "tfds"), direction=d.direction,
       preprocess=preprocess, holdout=d.holdout, seed=d.seed, synthetic_size=d.synthetic_size,
       synthetic_train=d.synthetic_train, synthetic_test=d.synthetic_test)
-
-
-def _steps(phase: ml_collections.ConfigDict, num_examples: int) -> tuple[int, int]:
-  """`(steps_per_epoch, total_steps)` of a phase over `num_examples` training examples."""
-  steps_per_epoch = max(1, num_examples // phase.batch_size)
-  if num_examples < phase.batch_size:
-    raise UserError(f"the training set ({num_examples} images) is smaller than one batch "
-                    f"({phase.batch_size}).")
-  return steps_per_epoch, steps_per_epoch * (phase.nepochs + phase.nepochs_decay)
 
 
 def _image_shape(config) -> tuple[int, int, int, int]:
@@ -148,7 +78,7 @@ def make_pix2pix_teacher_step(generator: nn.Module, discriminator: nn.Module,
   """pix2pix: `L_G = L_GAN(D(x, G(x))) + lambda_recon * |G(x) - y|`, conditional D."""
   d_apply = lambda d, img: discriminator.apply({"params": d}, img)[0]
 
-  def step(state: GanState, batch):
+  def step(state: phases.GanState, batch):
     x, y = batch["A"], batch["B"]
     key = state.step_key()
 
@@ -208,7 +138,7 @@ def make_cyclegan_teacher_step(generator: nn.Module, discriminator: nn.Module,
                                               rngs={"dropout": k})
   d_apply = lambda d, img: discriminator.apply({"params": d}, img)[0]
 
-  def step(state: GanState, batch):
+  def step(state: phases.GanState, batch):
     a, b = batch["A"], batch["B"]
     keys = jax.random.split(state.step_key(), 8)
 
@@ -247,7 +177,7 @@ def make_distill_step(student: nn.Module, teacher: nn.Module, discriminator: nn.
   (once-for-all training); without, the student trains at its own width (fine-tuning)."""
   d_apply = lambda d, img: discriminator.apply({"params": d}, img)[0]
 
-  def step(state: GanState, batch, teacher_params):
+  def step(state: phases.GanState, batch, teacher_params):
     x = batch["A"]
     key = state.step_key()
     k_config, k_dropout = jax.random.split(key)
@@ -282,91 +212,14 @@ def make_distill_step(student: nn.Module, teacher: nn.Module, discriminator: nn.
 
 
 # ---------------------------------------------------------------------------------------------
-# The shared phase loop.
-# ---------------------------------------------------------------------------------------------
-
-
-@dataclasses.dataclass
-class _Phase:
-  """One resumable training phase: its folder, fresh state, step and batch stream."""
-  name: str
-  directory: str
-  state: GanState
-  step_fn: Callable
-  batches: grain.MapDataset
-  steps_per_epoch: int
-  total_steps: int
-  config: ml_collections.ConfigDict
-  step_args: tuple = ()
-
-
-def _replicate(tree, mesh):
-  return jax.device_put(tree, NamedSharding(mesh, P()))
-
-
-def _restore(directory: str, like: GanState) -> tuple[GanState, int] | None:
-  checkpointer = core.Checkpointer(os.path.join(directory, "checkpoints"))
-  restored = checkpointer.restore_latest(core.abstract_like(like))
-  checkpointer.close()
-  if restored is None:
-    return None
-  state, data_state = restored
-  return state, int(data_state["next_batch"])
-
-
-def finished_state(directory: str, like: GanState, what: str) -> GanState:
-  """The final checkpoint of a phase that must already have run."""
-  restored = _restore(directory, like)
-  if restored is None:
-    raise UserError(f"no {what} checkpoint in {directory}; run that phase first (or "
-                    f"--mode=pipeline).")
-  return restored[0]
-
-
-def run_phase(phase: _Phase, mesh) -> GanState:
-  """Trains `phase` to its last step, resuming from its latest checkpoint; returns the state."""
-  state, start = phase.state, 0
-  restored = _restore(phase.directory, state)
-  if restored is not None:
-    state, start = restored
-    logging.info("%s: resuming at step %d", phase.name, start)
-  if start >= phase.total_steps:
-    return state
-  state = _replicate(state, mesh)
-  checkpointer = core.Checkpointer(os.path.join(phase.directory, "checkpoints"),
-                                   max_to_keep=phase.config.keep_checkpoints)
-  writer = core.MetricWriter(phase.directory)
-  batches = iter(phase.batches.slice(slice(start, phase.total_steps)).to_iter_dataset(
-      grain.ReadOptions(num_threads=2, prefetch_buffer_size=4)))
-  with core.progress(total=phase.total_steps, initial=start, desc=phase.name) as bar:
-    for step in range(start + 1, phase.total_steps + 1):
-      state, metrics = phase.step_fn(state, core.shard_batch(next(batches), mesh),
-                                     *phase.step_args)
-      last = step == phase.total_steps
-      if step % phase.config.log_every_steps == 0 or last:
-        metrics = jax.device_get(metrics)
-        core.check_finite(float(metrics["loss"]), step)
-        core.check_finite(float(metrics["d_loss"]), step, "discriminator loss")
-        lr = lr_schedule(phase.config, phase.config.lr, phase.steps_per_epoch)(step - 1)
-        writer.write(step, {**metrics, "learning_rate": lr})
-        bar.set_postfix(loss=f"{float(metrics['loss']):.3f}")
-      if step % phase.config.checkpoint_every_steps == 0 or last:
-        checkpointer.save(step, state, data_state={"next_batch": step})
-      bar.update(1)
-  checkpointer.close()
-  writer.close()
-  return state
-
-
-# ---------------------------------------------------------------------------------------------
 # Phases.
 # ---------------------------------------------------------------------------------------------
 
 
 def _paired(config) -> bool:
   if config.task == "gaugan":
-    raise UserError("GauGAN (SPADE) training is not implemented yet; for task 'gaugan' only "
-                    "--mode=profile runs.")
+    raise UserError("task 'gaugan' trains through lite_jax.gan_compression.spade_train (the "
+                    "launcher routes it there).")
   if config.task not in ("pix2pix", "cyclegan"):
     raise UserError(f"task must be 'pix2pix', 'cyclegan' or 'gaugan', got {config.task!r}.")
   return config.task == "pix2pix"
@@ -375,11 +228,6 @@ def _paired(config) -> bool:
 def _keys(config, n: int):
   # RBG keys: as reproducible as threefry, and XLA:CPU compiles inits about twice as fast.
   return jax.random.split(jax.random.key(config.seed, impl="rbg"), n)
-
-
-def _state_key(config, phase: int) -> jax.Array:
-  """A raw uint32 key (checkpointable as a plain array) for a phase's per-step randomness."""
-  return jax.random.fold_in(jax.random.PRNGKey(config.seed), phase)
 
 
 def _init(module: nn.Module, key, *shapes) -> Any:
@@ -392,10 +240,10 @@ def _d_input_shape(config) -> tuple[int, ...]:
   return (n, h, w, 2 * c if _paired(config) else c)
 
 
-def _teacher_phase(config, workdir: str, task) -> _Phase:
+def _teacher_phase(config, workdir: str, task) -> phases.Phase:
   generator, discriminator = models.teacher_generator(config), models.discriminator(config)
   phase = config.teacher_train
-  steps_per_epoch, total = _steps(phase, len(task.train1))
+  steps_per_epoch, total = phases.phase_steps(phase, len(task.train1))
   keys = _keys(config, 4)
   image, d_shape = _image_shape(config), _d_input_shape(config)
   if _paired(config):
@@ -408,9 +256,9 @@ def _teacher_phase(config, workdir: str, task) -> _Phase:
                      "count": jnp.zeros((), jnp.int32)}  # separate buffers: the step donates
     pool = {"A": empty(), "B": empty()}
     step_fn = make_cyclegan_teacher_step(generator, discriminator, config.teacher_loss)
-  state = _new_state(g, d, phase, steps_per_epoch, _state_key(config, 0), pool)
-  return _Phase("teacher", os.path.join(workdir, "teacher"), state, step_fn,
-                _stream(task, phase, config), steps_per_epoch, total, phase)
+  state = phases.new_state(g, d, phase, steps_per_epoch, phases.state_key(config, 0), pool)
+  return phases.Phase("teacher", os.path.join(workdir, "teacher"), state, step_fn,
+                      _stream(task, phase, config), steps_per_epoch, total, phase)
 
 
 def _stream(task, phase, config) -> grain.MapDataset:
@@ -421,20 +269,20 @@ def _stream(task, phase, config) -> grain.MapDataset:
 def trained_teacher(config, workdir: str, task) -> tuple[nn.Module, Any, Any]:
   """`(generator, A->B generator params, the D judging B images)` of the finished teacher."""
   phase = _teacher_phase(config, workdir, task)
-  state = finished_state(phase.directory, phase.state, "teacher")
+  state = phases.finished_state(phase.directory, phase.state, "teacher")
   if _paired(config):
     return models.teacher_generator(config), state.generator, state.discriminator
   return models.teacher_generator(config), state.generator["A"], state.discriminator["A"]
 
 
 def _student_phase(config, workdir: str, task, name: str, channels=None,
-                   init_from: GanState | None = None) -> _Phase:
+                   init_from: phases.GanState | None = None) -> phases.Phase:
   """`distill` (super-network, `channels=None`) or `finetune` (the sub-network at `channels`)."""
   student = models.student(config, channels)
   teacher, teacher_params, teacher_d = trained_teacher(config, workdir, task)
   discriminator = models.discriminator(config)
   phase = config.distill if name == "supernet" else config.finetune
-  steps_per_epoch, total = _steps(phase, len(task.train1))
+  steps_per_epoch, total = phases.phase_steps(phase, len(task.train1))
   keys = _keys(config, 2)
   g = _init(student, keys[0], _image_shape(config))
   if init_from is not None:  # fine-tuning: the searched slice of the trained super-network
@@ -447,38 +295,33 @@ def _student_phase(config, workdir: str, task, name: str, channels=None,
   space = models.search_space(config) if channels is None else None
   step_fn = make_distill_step(student, teacher, discriminator, config.distill_loss,
                               _paired(config), space)
-  state = _new_state(g, d, phase, steps_per_epoch, _state_key(config, 1))
-  return _Phase(name, os.path.join(workdir, name), state, step_fn, _stream(task, phase, config),
-                steps_per_epoch, total, phase, step_args=(teacher_params,))
+  state = phases.new_state(g, d, phase, steps_per_epoch, phases.state_key(config, 1))
+  return phases.Phase(name, os.path.join(workdir, name), state, step_fn,
+                      _stream(task, phase, config), steps_per_epoch, total, phase,
+                      step_args=(teacher_params,))
 
 
 def train_teacher(config, workdir: str) -> dict[str, Any]:
   """Trains (resuming) the teacher; returns its size and final losses."""
   task = load_task(config, workdir)
-  mesh = core.make_mesh()
+  mesh = phases.data_parallel_mesh(config)
   phase = _teacher_phase(config, workdir, task)
-  phase.step_args = tuple(_replicate(a, mesh) for a in phase.step_args)
-  run_phase(phase, mesh)
-  return {"phase": "train_teacher", "steps": phase.total_steps, **_last_losses(phase.directory),
+  phases.run_phase(phase, mesh)
+  return {"phase": "train_teacher", "steps": phase.total_steps,
+          **phases.last_losses(phase.directory),
           **_profile(models.teacher_generator(config), config)}
 
 
 def distill(config, workdir: str) -> dict[str, Any]:
   """Once-for-all distillation of the teacher into the super-network (resuming)."""
   task = load_task(config, workdir)
-  mesh = core.make_mesh()
+  mesh = phases.data_parallel_mesh(config)
   phase = _student_phase(config, workdir, task, "supernet")
-  phase.step_args = tuple(_replicate(a, mesh) for a in phase.step_args)
-  run_phase(phase, mesh)
-  space = models.search_space(config)
+  phases.run_phase(phase, mesh)
   return {"phase": "distill", "steps": phase.total_steps,
-          "search_space_size": subnet_search.space_size(space), **_last_losses(phase.directory),
-          **_profile(models.compact_generator(config), config)}
-
-
-def _last_losses(directory: str) -> dict[str, float]:
-  records = core.read_metrics(directory)
-  return {k: v for k, v in records[-1].items() if k not in ("step", "time")} if records else {}
+          "search_space_size": subnet_search.space_size(models.search_space(config)),
+          **phases.last_losses(phase.directory), **_profile(models.compact_generator(config),
+                                                            config)}
 
 
 def _profile(generator: resnet.ResnetGenerator, config, prefix: str = "") -> dict[str, Any]:
@@ -509,7 +352,7 @@ class _Scoring:
   real B images, with the Inception weights of `eval.fid_weights`.
   """
 
-  def __init__(self, config, workdir: str, task, supernet: GanState):
+  def __init__(self, config, workdir: str, task, supernet: phases.GanState):
     self.config, self.paired = config, _paired(config)
     self.student = models.student(config)
     teacher, teacher_params, _ = trained_teacher(config, workdir, task)
@@ -525,8 +368,9 @@ class _Scoring:
     self.batches = list(_eval_batches(task, held_out, config.search.batch_size))
     if not self.batches:
       raise UserError("the held-out search split is empty; raise data.holdout.")
-    teach = jax.jit(lambda x: teacher.apply({"params": teacher_params}, x))
-    self.targets = [b["B"] if self.paired else teach(b["A"]) for b, _ in self.batches]
+    teach = jax.jit(teacher.apply)  # weights as arguments, not baked-in constants
+    self.targets = [b["B"] if self.paired else teach({"params": teacher_params}, b["A"])
+                    for b, _ in self.batches]
     self.fid = None
     if self.metric == "fid":
       from lite_jax.gan_compression import fid
@@ -551,9 +395,9 @@ def _real_b(task, source, batch_size: int) -> np.ndarray:
   return np.concatenate([b["B"][:n] for b, n in _eval_batches(task, source, batch_size)])
 
 
-def _supernet_state(config, workdir: str, task) -> GanState:
+def _supernet_state(config, workdir: str, task) -> phases.GanState:
   phase = _student_phase(config, workdir, task, "supernet")
-  return finished_state(phase.directory, phase.state, "super-network (distill)")
+  return phases.finished_state(phase.directory, phase.state, "super-network (distill)")
 
 
 def search(config, workdir: str) -> dict[str, Any]:
@@ -564,62 +408,16 @@ def search(config, workdir: str) -> dict[str, Any]:
   macs_fn = functools.lru_cache(maxsize=None)(
       lambda c: resnet.generator_macs(c, size, size, n_blocks=config.teacher.n_blocks))
   score_fn = _Scoring(config, workdir, task, _supernet_state(config, workdir, task))
-  s = config.search
-  if s.method == "exhaustive":
-    result = subnet_search.exhaustive_search(space, score_fn, macs_fn, s.budget_macs)
-  elif s.method == "evolution":
-    result = subnet_search.evolution_search(
-        space, score_fn, macs_fn, s.budget_macs, rng=np.random.default_rng(config.seed),
-        population_size=s.population_size, generations=s.generations,
-        parent_ratio=s.parent_ratio, mutation_ratio=s.mutation_ratio,
-        mutate_prob=s.mutate_prob)
-  else:
-    raise UserError(f"search.method must be 'exhaustive' or 'evolution', got {s.method!r}.")
-  summary = {"phase": "search", "channels": layers.format_channels(result.best),
-             "score": result.best_score, "metric": s.metric, "macs": result.best_macs,
-             "params": resnet.generator_params(result.best, n_blocks=config.teacher.n_blocks),
-             "budget_macs": s.budget_macs, "num_evaluated": len(result.evaluated),
-             "search_space_size": subnet_search.space_size(space)}
-  record = {**summary, "evaluated": [
-      {"channels": layers.format_channels(c), "macs": m, "score": v}
-      for c, m, v in result.evaluated]}
-  with open(os.path.join(workdir, "search.json"), "w") as f:
-    json.dump(record, f, indent=1)
-  summary["plot"] = _plot_search(result, s, os.path.join(workdir, "search.png"))
-  return summary
-
-
-def _plot_search(result: subnet_search.SearchResult, s, path: str) -> str:
-  import matplotlib
-  matplotlib.use("Agg")
-  from matplotlib import pyplot as plt
-  macs = np.array([m for _, m, _ in result.evaluated]) / 1e9
-  scores = np.array([v for _, _, v in result.evaluated])
-  fig, ax = plt.subplots(figsize=(5, 3.5))
-  ax.scatter(macs, scores, s=8, alpha=0.6, label="candidates")
-  ax.scatter([result.best_macs / 1e9], [result.best_score], c="red", marker="*", s=120,
-             label="chosen")
-  ax.axvline(s.budget_macs / 1e9, color="grey", linestyle="--", label="budget")
-  ax.set_xlabel("GMACs")
-  ax.set_ylabel(f"held-out {s.metric} (lower is better)")
-  ax.legend()
-  fig.tight_layout()
-  fig.savefig(path, dpi=120)
-  plt.close(fig)
-  return path
+  return phases.run_search(
+      config, workdir, space, score_fn, macs_fn,
+      lambda c: {"macs": macs_fn(c),
+                 "params": resnet.generator_params(c, n_blocks=config.teacher.n_blocks)})
 
 
 def chosen_channels(config, workdir: str) -> tuple[int, ...]:
   """`subnet.channels` when set, else the searched sub-network of `<workdir>/search.json`."""
-  if config.subnet.channels:
-    return resnet.check_subnet(resnet.parse_config(config.subnet.channels),
-                               models.super_channels(config))
-  path = os.path.join(workdir, "search.json")
-  if not os.path.exists(path):
-    raise UserError(f"no sub-network chosen: pass --channels=... (or subnet.channels) or run "
-                    f"the search first ({path} is missing).")
-  with open(path) as f:
-    return resnet.parse_config(json.load(f)["channels"])
+  return phases.chosen_channels(config, workdir, lambda text: resnet.check_subnet(
+      resnet.parse_config(text), models.super_channels(config)))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -627,7 +425,7 @@ def chosen_channels(config, workdir: str) -> tuple[int, ...]:
 # ---------------------------------------------------------------------------------------------
 
 
-def _finetune_phase(config, workdir, task, channels) -> _Phase:
+def _finetune_phase(config, workdir, task, channels) -> phases.Phase:
   supernet = _supernet_state(config, workdir, task)
   return _student_phase(config, workdir, task, "finetune", channels, init_from=supernet)
 
@@ -636,12 +434,11 @@ def finetune(config, workdir: str) -> dict[str, Any]:
   """Trains the chosen sub-network on with the distillation losses (resuming)."""
   task = load_task(config, workdir)
   channels = chosen_channels(config, workdir)
-  mesh = core.make_mesh()
+  mesh = phases.data_parallel_mesh(config)
   phase = _finetune_phase(config, workdir, task, channels)
-  phase.step_args = tuple(_replicate(a, mesh) for a in phase.step_args)
-  run_phase(phase, mesh)
+  phases.run_phase(phase, mesh)
   return {"phase": "finetune", "channels": layers.format_channels(channels),
-          "steps": phase.total_steps, **_last_losses(phase.directory)}
+          "steps": phase.total_steps, **phases.last_losses(phase.directory)}
 
 
 def _finetuned(config) -> bool:
@@ -655,7 +452,7 @@ def export(config, workdir: str) -> dict[str, Any]:
   task = load_task(config, workdir)
   channels = chosen_channels(config, workdir)
   if _finetuned(config):
-    source = finished_state(os.path.join(workdir, "finetune"),
+    source = phases.finished_state(os.path.join(workdir, "finetune"),
                             _finetune_phase(config, workdir, task, channels).state, "finetune")
     params = source.generator["generator"]
   else:
@@ -676,12 +473,6 @@ def export(config, workdir: str) -> dict[str, Any]:
 # ---------------------------------------------------------------------------------------------
 
 
-def _psnr(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-  """Per-image PSNR (dB) of `[n, h, w, c]` images in [-1, 1]."""
-  mse = np.square((a - b) / 2.0).mean(axis=(1, 2, 3))
-  return 10.0 * np.log10(1.0 / np.maximum(mse, 1e-12))
-
-
 def evaluate(config, workdir: str) -> dict[str, Any]:
   """Teacher vs exported generator on the test split; writes `<workdir>/compare.png`.
 
@@ -693,8 +484,9 @@ def evaluate(config, workdir: str) -> dict[str, Any]:
   task = load_task(config, workdir)
   teacher, teacher_params, _ = trained_teacher(config, workdir, task)
   student, student_variables = standalone.load_generator(os.path.join(workdir, "export"))
-  run_teacher = jax.jit(lambda x: teacher.apply({"params": teacher_params}, x))
-  run_student = jax.jit(lambda x: student.apply(student_variables, x))
+  teacher_variables = {"params": teacher_params}
+  run_teacher = functools.partial(jax.jit(teacher.apply), teacher_variables)
+  run_student = functools.partial(jax.jit(student.apply), student_variables)
   inputs, targets, outs_t, outs_s = [], [], [], []
   for batch, n in _eval_batches(task, task.test, config.eval.batch_size):
     inputs.append(np.asarray(batch["A"])[:n])
@@ -713,10 +505,10 @@ def evaluate(config, workdir: str) -> dict[str, Any]:
   if targets is not None:
     for name, outs in (("teacher_", outs_t), ("", outs_s)):
       result[f"{name}l1"] = float(np.abs(outs - targets).mean())
-      result[f"{name}psnr"] = float(_psnr(outs, targets).mean())
+      result[f"{name}psnr"] = float(phases.psnr(outs, targets).mean())
   if config.eval.fid_weights:
     result.update(_fid_and_kid(config, task, {"teacher_": outs_t, "": outs_s}))
-  result["plot"] = _plot_comparison(inputs, outs_t, outs_s, targets,
+  result["plot"] = phases.plot_comparison(inputs, outs_t, outs_s, targets,
                                     os.path.join(workdir, "compare.png"),
                                     config.eval.plot_examples)
   return result
@@ -737,20 +529,6 @@ def _fid_and_kid(config, task, outputs: dict[str, np.ndarray]) -> dict[str, floa
     result[f"{prefix}kid"], result[f"{prefix}kid_std"] = (
         float(v) for v in fid.kernel_inception_distance(real, fake, seed=config.seed))
   return result
-
-
-def _plot_comparison(inputs, teacher, student, targets, path: str, count: int) -> str:
-  """Rows of input | teacher | compressed (| target) as one PNG."""
-  from PIL import Image
-  columns = [inputs, teacher, student] + ([targets] if targets is not None else [])
-  rows = [np.concatenate([c[i] for c in columns], axis=1) for i in range(min(count, len(inputs)))]
-  grid = np.concatenate(rows, axis=0)
-  pixels = ((np.clip(grid, -1, 1) + 1) * 127.5).astype(np.uint8)
-  scale = max(1, 256 // inputs.shape[1])  # small synthetic images are enlarged to be seen
-  image = Image.fromarray(pixels).resize((pixels.shape[1] * scale, pixels.shape[0] * scale),
-                                         Image.NEAREST)
-  image.save(path)
-  return path
 
 
 def profile(config) -> dict[str, Any]:
@@ -811,3 +589,15 @@ def pipeline(config, workdir: str) -> dict[str, Any]:
 
 MODES = {"train_teacher": train_teacher, "distill": distill, "search": search,
          "finetune": finetune, "export": export, "evaluate": evaluate, "pipeline": pipeline}
+
+
+def run(mode: str, config, workdir: str) -> dict[str, Any]:
+  """The launcher's entry: `profile`, or a phase of `config.task`'s pipeline (pix2pix and
+  CycleGAN here, GauGAN in `spade_train`)."""
+  if mode == "profile":
+    return profile(config)
+  modes = spade_train.MODES if config.task == "gaugan" else MODES
+  if mode not in modes:
+    raise UserError(f"mode {mode!r} is not available for task {config.task!r}; choose one of "
+                    f"{', '.join(modes)} or profile.")
+  return modes[mode](config, workdir)

@@ -14,7 +14,7 @@ import pytest
 
 from experiments.configs import gan_compress as configs
 from lite_jax import core
-from lite_jax.gan_compression import models, standalone, train
+from lite_jax.gan_compression import models, phases, standalone, train
 
 
 @pytest.fixture(scope="module")
@@ -52,13 +52,13 @@ def test_distill_resumes_exactly(run):
   config, workdir, _ = run
   task = train.load_task(config, workdir)
   phase = train._student_phase(config, workdir, task, "supernet")
-  final = train.finished_state(phase.directory, phase.state, "super-network")
+  final = phases.finished_state(phase.directory, phase.state, "super-network")
   checkpoints = os.path.join(phase.directory, "checkpoints")
   steps = sorted(int(s) for s in os.listdir(checkpoints) if s.isdigit())
   assert steps[-2:] == [4, 8]
   shutil.rmtree(os.path.join(checkpoints, "8"))
   train.distill(config, workdir)
-  resumed = train.finished_state(phase.directory, phase.state, "super-network")
+  resumed = phases.finished_state(phase.directory, phase.state, "super-network")
   assert int(resumed.step) == 8
   jax.tree.map(np.testing.assert_array_equal, jax.device_get(resumed.generator),
                jax.device_get(final.generator))
@@ -72,7 +72,7 @@ def test_exported_generator_runs_alone_and_matches_the_finetuned_subnet(run):
   channels = tuple(int(c) for c in results["search"]["channels"].split("_"))
   assert generator.channels == channels
   task = train.load_task(config, workdir)
-  finetuned = train.finished_state(
+  finetuned = phases.finished_state(
       os.path.join(workdir, "finetune"),
       train._finetune_phase(config, workdir, task, channels).state, "finetune")
   x = jax.random.uniform(jax.random.key(0), (2, 16, 16, 3), minval=-1, maxval=1)
@@ -145,14 +145,15 @@ def test_launcher_profiles_the_reference_models():
   result = json.loads(done.stdout.strip().splitlines()[-1])
   assert result["teacher_macs"] == 56_831_770_624 and result["teacher_params"] == 11_378_179
   assert result["macs"] < 3e9 and result["macs_ratio"] > 20
-  done = _launch("--flagfile=experiments/flags/gaugan_cityscapes.flags")
+  done = _launch("--flagfile=experiments/flags/gaugan_cityscapes.flags", "--mode=profile")
   result = json.loads(done.stdout.strip().splitlines()[-1])
   assert result["macs"] == pytest.approx(281.4e9, rel=1e-3)
 
 
 @pytest.mark.parametrize("args, message", [
     (("--mode=profile", "--channels=16_16"), "8 or 6 positive entries"),
-    (("--mode=distill", "--config.task=gaugan"), "GauGAN (SPADE) training is not implemented"),
+    (("--mode=distill", "--config.task=gaugan"), "GauGAN training needs a GauGAN preset"),
+    (("--mode=finetune", "--config.task=gaugan"), "mode 'finetune' is not available"),
     (("--mode=train_teacher", "--config.data.source=folder:/nonexistent"), "/nonexistent"),
 ])
 def test_launcher_user_errors(args, message, tmp_path):
@@ -200,9 +201,34 @@ def test_cyclegan_teacher_and_unpaired_distillation(tmp_path):
   result = train.train_teacher(config, str(tmp_path))
   assert np.isfinite(result["cycle"]) and np.isfinite(result["identity"])
   task = train.load_task(config, str(tmp_path))
-  state = train.finished_state(str(tmp_path / "teacher"),
+  state = phases.finished_state(str(tmp_path / "teacher"),
                                train._teacher_phase(config, str(tmp_path), task).state, "teacher")
   assert set(state.generator) == set(state.discriminator) == {"A", "B"}
   assert int(state.aux["A"]["count"]) == 4  # the pool filled up
   result = train.distill(config, str(tmp_path))
   assert np.isfinite(result["g_recon"]) and np.isfinite(result["g_distill"])
+
+
+def test_benchmark_smoke():
+  done = subprocess.run([sys.executable, "-m", "benchmarks.gan_compression", "--smoke",
+                         "--dtypes=float32", "--batches=2"], capture_output=True, text=True,
+                        timeout=300)
+  assert done.returncode == 0, done.stderr
+  records = [json.loads(line) for line in done.stdout.splitlines()]
+  assert {r["depthwise_impl"] for r in records} == {"", "shifts", "conv"}
+  assert all(r["ms"] > 0 and r["macs"] > 0 for r in records)
+  assert all(r["macs_ratio"] > 1 for r in records if r["depthwise_impl"])
+
+
+def test_supernet_step_compiles_once_while_sampling_subnetworks(run):
+  """Once-for-all training samples a new sub-network every step inside one compiled step."""
+  config, workdir, _ = run
+  task = train.load_task(config, workdir)
+  phase = train._student_phase(config, workdir, task, "supernet")
+  mesh = phases.data_parallel_mesh(config)  # placed as run_phase places them
+  state, args = phases.replicate(phase.state, mesh), phases.replicate(phase.step_args, mesh)
+  batches = iter(phase.batches.to_iter_dataset())
+  for _ in range(3):
+    state, metrics = phase.step_fn(state, core.shard_batch(next(batches), mesh), *args)
+  assert phase.step_fn._cache_size() == 1
+  assert np.isfinite(float(metrics["loss"]))

@@ -1,0 +1,250 @@
+"""GauGAN compression end to end on the gaugan_tiny preset (teacher -> distill -> search ->
+export -> evaluate, with the VGG loss on a narrow random VGG19), exact resume of the
+distillation, the exported generator against the calibrated super-network, spectral norm,
+the VGG19 port and the user errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from data import label_maps
+from experiments.configs import gan_compress as configs
+from lite_jax import core
+from lite_jax.gan_compression import discriminators as disc
+from lite_jax.gan_compression import phases, spade, spade_train, standalone, vgg
+
+NARROW_VGG = (4, 4, 8, 8, 8)  # stage widths of the test's random VGG19
+
+
+def _vgg_state_dict(widths, seed: int = 0) -> dict[str, np.ndarray]:
+  """A random torchvision-layout VGG19 state dict (OIHW) up to relu5_1, plus a classifier key
+  the loader must ignore."""
+  rng = np.random.default_rng(seed)
+  state_dict, in_channels = {"classifier.0.weight": np.zeros((2, 2), np.float32)}, 3
+  for width, indices in zip(widths, vgg.conv_indices()):
+    for index in indices:
+      fan_in = in_channels * 9
+      state_dict[f"features.{index}.weight"] = (
+          rng.standard_normal((width, in_channels, 3, 3)) / np.sqrt(fan_in)).astype(np.float32)
+      state_dict[f"features.{index}.bias"] = rng.uniform(-0.1, 0.1, width).astype(np.float32)
+      in_channels = width
+  return state_dict
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+  """The tiny pipeline, phase by phase, with the VGG loss on a narrow random VGG19."""
+  workdir = str(tmp_path_factory.mktemp("gaugan"))
+  weights = os.path.join(workdir, "vgg19.npz")
+  np.savez(weights, **_vgg_state_dict(NARROW_VGG))
+  config = configs.get_config("gaugan_tiny")
+  config.gaugan.vgg_weights = weights
+  config.teacher_loss.lambda_vgg = config.distill_loss.lambda_vgg = 10.0
+  results = {mode: spade_train.MODES[mode](config, workdir)
+             for mode in ("train_teacher", "distill", "search", "export", "evaluate")}
+  return config, workdir, results
+
+
+def test_pipeline_writes_everything_and_respects_the_budget(run):
+  config, workdir, results = run
+  for name in ("search.json", "search.png", "compare.png", "export/generator.json"):
+    assert os.path.exists(os.path.join(workdir, name)), name
+  searched = results["search"]
+  assert searched["macs"] <= config.search.budget_macs
+  with open(os.path.join(workdir, "search.json")) as f:
+    record = json.load(f)
+  assert record["evaluated"] and all(c["macs"] <= config.search.budget_macs
+                                     for c in record["evaluated"])
+  assert min(c["score"] for c in record["evaluated"]) == searched["score"]
+  evaluated = results["evaluate"]
+  assert evaluated["channels"] == searched["channels"] == results["export"]["channels"]
+  assert evaluated["macs"] == searched["macs"] and evaluated["macs_ratio"] > 3
+  assert evaluated["teacher_macs"] == results["train_teacher"]["macs"]
+  assert evaluated["num_images"] == config.data.synthetic_test
+  for key in ("l1", "psnr", "teacher_l1", "teacher_psnr", "l1_to_teacher"):
+    assert np.isfinite(evaluated[key]), key
+  for phase, steps in (("teacher", 4), ("supernet", 8)):
+    log = core.read_metrics(os.path.join(workdir, phase))
+    assert log[-1]["step"] == steps
+    assert all(np.isfinite(r[k]) for r in log for k in ("loss", "d_loss", "g_vgg", "g_feat"))
+  assert core.read_metrics(os.path.join(workdir, "supernet"))[-1]["g_distill"] > 0
+
+
+def test_distill_resumes_exactly_and_compiles_once(run):
+  """Kill after the step-4 checkpoint (drop the later one) and resume: the same final state,
+  batch-norm statistics and spectral-norm vectors included; the 4 resumed steps sample
+  sub-networks inside one compiled step."""
+  config, workdir, _ = run
+  task = spade_train.load_task(config, workdir)
+  phase = spade_train._supernet_phase(config, workdir, task)
+  final = phases.finished_state(phase.directory, phase.state, "super-network")
+  checkpoints = os.path.join(phase.directory, "checkpoints")
+  steps = sorted(int(s) for s in os.listdir(checkpoints) if s.isdigit())
+  assert steps[-2:] == [4, 8]
+  shutil.rmtree(os.path.join(checkpoints, "8"))
+  spade_train._run(phase, config, config.distill_loss)  # what `distill` runs
+  assert phase.step_fn._cache_size() == 1
+  resumed = phases.finished_state(phase.directory, phase.state, "super-network")
+  assert int(resumed.step) == 8
+  for part in ("generator", "d_opt", "aux"):
+    jax.tree.map(np.testing.assert_array_equal, jax.device_get(getattr(resumed, part)),
+                 jax.device_get(getattr(final, part)))
+
+
+def test_exported_generator_equals_the_calibrated_supernet(run):
+  """The standalone generator (sliced weights, its own calibration) computes what the
+  super-network computes at that sub-network after the same re-calibration."""
+  config, workdir, results = run
+  generator, variables = standalone.load_generator(os.path.join(workdir, "export"))
+  channels = spade.parse_config(results["search"]["channels"])
+  assert generator.channels == channels and generator.separable
+  task = spade_train.load_task(config, workdir)
+  supernet = spade_train._supernet_state(config, workdir, task)
+  super_net = spade_train.compact_generator(config)
+  calibration = spade_train.calibration_labels(config, task)
+  super_variables = spade.calibrate(super_net, spade_train._generator_variables(supernet),
+                                    [calibration], channels)
+  batch = next(label_maps.eval_batches(task.test, task.preprocess, 4))
+  seg = spade_train.semantic_input(batch["label"], batch["edge"], config)
+  run = jax.jit(lambda model, *args: model.apply(*args), static_argnums=0)
+  np.testing.assert_allclose(run(generator, variables, seg),
+                             run(super_net, super_variables, seg, jnp.asarray(channels)),
+                             atol=2e-5)
+
+
+def test_semantic_input_one_hot_dontcare_and_edges():
+  config = configs.get_config("gaugan_tiny")
+  label = jnp.array([[[0, 3, 255]]])
+  edge = jnp.array([[[1.0, 0.0, 0.0]]])
+  seg = spade_train.semantic_input(label, edge, config)
+  np.testing.assert_array_equal(seg[0, 0], [[1, 0, 0, 0, 1], [0, 0, 0, 1, 0], [0] * 5])
+  config.gaugan.contain_dontcare = True  # 255 is the extra class label_nc
+  seg = spade_train.semantic_input(label, edge, config)
+  assert seg.shape[-1] == spade_train.semantic_nc(config) == 6
+  np.testing.assert_array_equal(seg[0, 0, 2], [0, 0, 0, 0, 1, 0])
+
+
+# ---------------------------------------------------------------------------------------------
+# Spectral norm.
+# ---------------------------------------------------------------------------------------------
+
+
+def test_spectral_conv_power_iteration_matches_numpy_and_normalizes():
+  conv = disc.SpectralConv(6, 3)
+  x = jnp.ones((1, 5, 5, 4))
+  variables = conv.init(jax.random.key(0), x)
+  w = np.asarray(variables["params"]["kernel"]).reshape(-1, 6).T  # [out, k * k * in]
+  u = np.asarray(variables["spectral"]["u"])
+  _, updates = conv.apply(variables, x, update_stats=True, mutable=["spectral"])
+  v = w.T @ u / np.linalg.norm(w.T @ u)  # torch.nn.utils.spectral_norm, one iteration
+  u = w @ v / np.linalg.norm(w @ v)
+  np.testing.assert_allclose(updates["spectral"]["u"], u, rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(updates["spectral"]["v"], v, rtol=1e-5, atol=1e-6)
+  step = jax.jit(lambda v: conv.apply(v, x, update_stats=True, mutable=["spectral"])[1])
+  for _ in range(50):
+    variables = {**variables, **step(variables)}
+  u, v = (np.asarray(variables["spectral"][k]) for k in ("u", "v"))
+  sigma = u @ w @ v
+  np.testing.assert_allclose(sigma, np.linalg.svd(w, compute_uv=False)[0], rtol=1e-4)
+  np.testing.assert_allclose(np.linalg.svd(w / sigma, compute_uv=False)[0], 1.0, rtol=1e-4)
+  # Without update_stats the vectors stay and the output uses the normalized kernel.
+  y = conv.apply(variables, x)
+  expected = jax.lax.conv_general_dilated(x, variables["params"]["kernel"] / sigma, (1, 1),
+                                          [(0, 0)] * 2, dimension_numbers=("NHWC", "HWIO", "NHWC"))
+  np.testing.assert_allclose(y, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_spectral_instance_discriminator_layout():
+  d = disc.MultiscaleDiscriminator(num_d=2, ndf=4, n_layers=4, norm="spectral_instance")
+  variables = jax.eval_shape(d.init, jax.random.key(0), jnp.zeros((1, 64, 64, 5)))
+  scale = variables["params"]["scale0"]
+  assert set(scale["conv1"]) == {"kernel"}  # normalized convs lose their bias
+  assert set(scale["conv0"]["conv"]) == set(scale["logits"]["conv"]) == {"kernel", "bias"}
+  assert set(variables["spectral"]["scale1"]) == {"conv1", "conv2", "conv3"}
+  assert variables["spectral"]["scale0"]["conv3"]["v"].shape == (4 * 4 * 16,)
+
+
+# ---------------------------------------------------------------------------------------------
+# VGG19.
+# ---------------------------------------------------------------------------------------------
+
+
+def test_vgg_state_dict_round_trip_and_torch_layout(tmp_path):
+  state_dict = _vgg_state_dict(NARROW_VGG, seed=1)
+  path = tmp_path / "vgg.npz"
+  np.savez(path, **state_dict)
+  params = vgg.load_vgg19(path)
+  assert vgg.network(params).widths == NARROW_VGG
+  back = vgg.state_dict_from_params(params)
+  assert set(back) == set(state_dict) - {"classifier.0.weight"}
+  for key, value in back.items():
+    np.testing.assert_array_equal(value, state_dict[key])
+  x = np.random.default_rng(2).uniform(-1, 1, (1, 16, 16, 3)).astype(np.float32)
+  taps = vgg.network(params).apply({"params": params}, x)
+  assert [t.shape for t in taps] == [(1, 16 >> i, 16 >> i, w) for i, w in enumerate(NARROW_VGG)]
+  # relu1_1 by an explicit NCHW loop over PyTorch's OIHW weights, zero padding 1.
+  weight, bias = state_dict["features.0.weight"], state_dict["features.0.bias"]
+  padded = np.pad(x[0].transpose(2, 0, 1), ((0, 0), (1, 1), (1, 1)))
+  expected = np.zeros((4, 16, 16), np.float32)
+  for o in range(4):
+    for i in range(16):
+      for j in range(16):
+        expected[o, i, j] = (weight[o] * padded[:, i:i + 3, j:j + 3]).sum() + bias[o]
+  np.testing.assert_allclose(taps[0][0], np.maximum(expected, 0).transpose(1, 2, 0), atol=1e-5)
+
+
+def test_vgg_loss_is_zero_for_identical_images_and_weights_the_taps():
+  params = vgg.params_from_state_dict(_vgg_state_dict(NARROW_VGG))
+  x = jax.random.uniform(jax.random.key(0), (2, 32, 32, 3), minval=-1, maxval=1)
+  y = jax.random.uniform(jax.random.key(1), (2, 32, 32, 3), minval=-1, maxval=1)
+  assert float(vgg.vgg_loss(params, x, x)) == 0.0
+  taps_x, taps_y = (vgg.network(params).apply({"params": params}, i) for i in (x, y))
+  expected = sum(w * np.abs(a - b).mean() for w, a, b in zip((1 / 32, 1 / 16, 1 / 8, 1 / 4, 1),
+                                                              taps_x, taps_y))
+  np.testing.assert_allclose(vgg.vgg_loss(params, x, y), expected, rtol=1e-5)
+  grad_y = jax.grad(lambda t: vgg.vgg_loss(params, x, t))(y)  # the target gets no gradient
+  assert not np.any(grad_y)
+
+
+# ---------------------------------------------------------------------------------------------
+# User errors.
+# ---------------------------------------------------------------------------------------------
+
+
+def test_user_errors(tmp_path):
+  config = configs.get_config("gaugan_tiny")
+  config.teacher_loss.lambda_vgg = 10.0
+  with pytest.raises(core.UserError, match="set config.gaugan.vgg_weights"):
+    spade_train.train_teacher(config, str(tmp_path))
+  with pytest.raises(core.UserError, match="VGG19 weights file .* does not exist"):
+    vgg.load_vgg19(tmp_path / "missing.pth")
+  state_dict = _vgg_state_dict(NARROW_VGG)
+  del state_dict["features.28.bias"]
+  with pytest.raises(core.UserError, match="lacks the VGG19 weight 'features.28.bias'"):
+    vgg.params_from_state_dict(state_dict)
+  with pytest.raises(core.UserError, match="needs a GauGAN preset"):
+    spade_train.load_task(configs.get_config("tiny"), str(tmp_path))
+  with pytest.raises(core.UserError, match="cityscapes:/path/to/cityscapes"):
+    spade_train.load_task(configs.get_config("gaugan_cityscapes"), str(tmp_path))
+  config = configs.get_config("gaugan_tiny")
+  config.gaugan.label_nc = 3
+  with pytest.raises(core.UserError, match="gaugan.label_nc is 3 but synthetic has 4"):
+    spade_train.load_task(config, str(tmp_path))
+  config = configs.get_config("gaugan_tiny")
+  with pytest.raises(core.UserError, match="run the search first"):
+    spade_train.chosen_channels(config, str(tmp_path))
+  config.subnet.channels = "8_4_4_4_4_4_4_4"
+  with pytest.raises(core.UserError, match="wider than the super-network"):
+    spade_train.chosen_channels(config, str(tmp_path))
+  config.student.search_space = "channels-48"
+  with pytest.raises(core.UserError, match="offers 48 channels"):
+    spade_train.search_space(config)
+  with pytest.raises(core.UserError, match="no teacher checkpoint"):
+    spade_train.distill(configs.get_config("gaugan_tiny"), str(tmp_path))
