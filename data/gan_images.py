@@ -153,7 +153,7 @@ class SyntheticShapes(Sequence):
 # ---------------------------------------------------------------------------------------------
 
 
-class _Mapped(Sequence):
+class Mapped(Sequence):
   """`source` with `fn` applied to each example."""
 
   def __init__(self, source: Sequence, fn: Callable[[Any], Example]):
@@ -166,7 +166,7 @@ class _Mapped(Sequence):
     return self._fn(self._source[index])
 
 
-class _Subset(Sequence):
+class Subset(Sequence):
   """The examples of `source` at `indices`, in that order."""
 
   def __init__(self, source: Sequence, indices: np.ndarray):
@@ -219,7 +219,7 @@ def image_files(folder: str) -> list[str]:
   return files
 
 
-def _encoded_rgb(path: str) -> tuple[bytes, int]:
+def encoded_rgb(path: str) -> tuple[bytes, int]:
   """`(bytes that decode to an RGB image, its width)`: the file itself if RGB JPEG/PNG."""
   try:
     with Image.open(path) as image:
@@ -261,7 +261,7 @@ class _ImageFolders(tfds.core.GeneratorBasedBuilder, skip_registration=True):
 
   def _generate_examples(self, folder: str, files: list[str]):
     for path in files:
-      encoded, width = _encoded_rgb(path)
+      encoded, width = encoded_rgb(path)
       if self.side_by_side and width % 2:
         raise UserError(f"paired image {path!r} is {width} pixels wide; a side-by-side A|B "
                         f"image needs an even width.")
@@ -337,7 +337,7 @@ class Preprocess:
                       f"load_size {self.load_size}.")
 
 
-def _resize(image: np.ndarray, height: int, width: int) -> np.ndarray:
+def resize_bicubic(image: np.ndarray, height: int, width: int) -> np.ndarray:
   """PIL bicubic resize, as the reference: uint8 RGB at once, float images per channel."""
   if image.shape[:2] == (height, width):
     return image
@@ -350,10 +350,10 @@ def _resize(image: np.ndarray, height: int, width: int) -> np.ndarray:
 
 def _multiple_of_4(image: np.ndarray) -> np.ndarray:
   height, width = image.shape[:2]
-  return _resize(image, int(round(height / 4) * 4), int(round(width / 4) * 4))
+  return resize_bicubic(image, int(round(height / 4) * 4), int(round(width / 4) * 4))
 
 
-def _to_unit_range(image: np.ndarray) -> np.ndarray:
+def to_unit_range(image: np.ndarray) -> np.ndarray:
   """uint8 -> x / 127.5 - 1 (the reference's ToTensor + Normalize(0.5, 0.5)); float as is."""
   if image.dtype == np.uint8:
     return image.astype(np.float32) / 127.5 - 1.0
@@ -376,20 +376,20 @@ def train_transform(example: Example, rng: np.random.Generator,
     load, crop = preprocess.load_size, preprocess.crop_size
     top, left = rng.integers(0, load - crop + 1, 2)
     window = (slice(top, top + crop), slice(left, left + crop))
-    resize = lambda image: _resize(image, load, load)[window]
+    fit = lambda image: resize_bicubic(image, load, load)[window]
   else:
-    resize = _multiple_of_4
+    fit = _multiple_of_4
   flip = preprocess.flip and rng.random() > 0.5
-  return {k: _to_unit_range(resize(v)[:, ::-1] if flip else resize(v)) for k, v in example.items()}
+  return {k: to_unit_range(fit(v)[:, ::-1] if flip else fit(v)) for k, v in example.items()}
 
 
 def eval_transform(example: Example, preprocess: Preprocess) -> Example:
   """Test preprocessing: `resize_and_crop` resizes to `crop_size`; `none` rounds to 4; no flip."""
   if preprocess.mode == "resize_and_crop":
-    resize = lambda image: _resize(image, preprocess.crop_size, preprocess.crop_size)
+    fit = lambda image: resize_bicubic(image, preprocess.crop_size, preprocess.crop_size)
   else:
-    resize = _multiple_of_4
-  return {k: _to_unit_range(resize(v)) for k, v in example.items()}
+    fit = _multiple_of_4
+  return {k: to_unit_range(fit(v)) for k, v in example.items()}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -397,7 +397,7 @@ def eval_transform(example: Example, preprocess: Preprocess) -> Example:
 # ---------------------------------------------------------------------------------------------
 
 
-def _stream_seed(seed: int, stream: int) -> int:
+def stream_seed(seed: int, stream: int) -> int:
   return int(np.random.SeedSequence([seed, stream]).generate_state(1)[0])
 
 
@@ -420,7 +420,7 @@ def train_batches(examples: Sequence[Example], preprocess: Preprocess, *, batch_
   if batch_size < 1:
     raise UserError(f"batch_size must be positive, got {batch_size}.")
   transform = functools.partial(train_transform, preprocess=preprocess)
-  stream = lambda source, k: (grain.MapDataset.source(source).seed(_stream_seed(seed, k))
+  stream = lambda source, k: (grain.MapDataset.source(source).seed(stream_seed(seed, k))
                               .shuffle().repeat(None).random_map(transform))
   if examples_B is None:
     dataset = stream(examples, 0)
@@ -507,7 +507,7 @@ def _folder(root: str, paired: bool, data_dir: str | None) -> _Sources:
   _require_folder(root, "image folder")
   if not paired and os.path.isdir(os.path.join(root, "trainA")):
     splits = prepare_folder(UnpairedImages, root, data_dir).as_data_source()
-    domain = lambda name, key: _Mapped(splits[name], functools.partial(_as_domain, domain=key))
+    domain = lambda name, key: Mapped(splits[name], functools.partial(_as_domain, domain=key))
     test = lambda key: f"val{key}" if f"val{key}" in splits else f"test{key}"
     return _Sources(train_domains=(domain("trainA", "A"), domain("trainB", "B")),
                     test_domains=(domain(test("A"), "A"), domain(test("B"), "B")))
@@ -515,8 +515,8 @@ def _folder(root: str, paired: bool, data_dir: str | None) -> _Sources:
     layout = "train/ of side-by-side A|B images" + ("" if paired else " or trainA/ and trainB/")
     raise UserError(f"image folder {root!r} has no {layout}.")
   splits = prepare_folder(PairedImages, root, data_dir).as_data_source()
-  return _Sources(train_pairs=_Mapped(splits["train"], _halves),
-                  test_pairs=_Mapped(splits["val" if "val" in splits else "test"], _halves))
+  return _Sources(train_pairs=Mapped(splits["train"], _halves),
+                  test_pairs=Mapped(splits["val" if "val" in splits else "test"], _halves))
 
 
 def _tfds(name: str, paired: bool, data_dir: str | None) -> _Sources:
@@ -530,7 +530,7 @@ def _tfds(name: str, paired: bool, data_dir: str | None) -> _Sources:
                     f"prepared as ArrayRecord under data_dir={data_dir!r} ({type(e).__name__}); "
                     f"build it there once with `tfds build {name} --file_format=array_record` "
                     f"(which needs TensorFlow); nothing is downloaded at run time.") from None
-  domain = lambda split: _Mapped(splits[split], functools.partial(_as_domain, domain=split[-1]))
+  domain = lambda split: Mapped(splits[split], functools.partial(_as_domain, domain=split[-1]))
   return _Sources(train_domains=(domain("trainA"), domain("trainB")),
                   test_domains=(domain("testA"), domain("testB")))
 
@@ -567,25 +567,25 @@ def load_image_task(source: str, *, paired: bool, data_dir: str | None = None,
   else:
     raise UserError(f"unknown image source {source!r}; use synthetic, folder:PATH or tfds:NAME.")
   swap = direction == "BtoA"
-  orient = lambda s: _Mapped(s, _swap_domains) if swap else s
+  orient = lambda s: Mapped(s, _swap_domains) if swap else s
   if paired:
     train, test = orient(sources.train_pairs), orient(sources.test_pairs)
     train_B = test_B = None
   else:
     a, b = sources.train_domains or tuple(
-        _Mapped(sources.train_pairs, functools.partial(_keep, key=k)) for k in "AB")
+        Mapped(sources.train_pairs, functools.partial(_keep, key=k)) for k in "AB")
     train, train_B = (orient(b), orient(a)) if swap else (a, b)
     if sources.test_domains:
       test_a, test_b = sources.test_domains
       test, test_B = (orient(test_b), orient(test_a)) if swap else (test_a, test_b)
     else:
       test = orient(sources.test_pairs)
-      test_B = _Mapped(test, functools.partial(_keep, key="B"))
+      test_B = Mapped(test, functools.partial(_keep, key="B"))
   if not 0 <= holdout < len(train):
     raise UserError(f"holdout must be in 0..{len(train) - 1} (the training set has {len(train)} "
                     f"examples), got {holdout}.")
   order = np.random.default_rng([seed, 3]).permutation(len(train))
   return ImageTask(paired=paired, train=train, train_B=train_B, test=test, test_B=test_B,
-                   train1=_Subset(train, np.sort(order[holdout:])),
-                   train2=_Subset(train, np.sort(order[:holdout])),
+                   train1=Subset(train, np.sort(order[holdout:])),
+                   train2=Subset(train, np.sort(order[:holdout])),
                    preprocess=preprocess or Preprocess())

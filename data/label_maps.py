@@ -227,7 +227,7 @@ class CityscapesLabelMaps(tfds.core.GeneratorBasedBuilder, skip_registration=Tru
   def _generate_examples(self, root: str, files: list[tuple[str, str, str]]):
     for image, label, instance in files:
       name = os.path.relpath(image, root)
-      yield name, {"image": gan_images._encoded_rgb(image)[0], "label": _png_bytes(label),
+      yield name, {"image": gan_images.encoded_rgb(image)[0], "label": _png_bytes(label),
                    "instance": _png_bytes(instance), "file_name": name}
 
 
@@ -238,13 +238,13 @@ def _decode_record(record: Example) -> Example:
 
 def _cityscapes(root: str, data_dir: str | None) -> tuple[Sequence[Example], Sequence[Example]]:
   splits = gan_images.prepare_folder(CityscapesLabelMaps, root, data_dir).as_data_source()
-  train, val = (gan_images._Mapped(splits[s], _decode_record) for s in CITYSCAPES_SPLITS)
+  train, val = (gan_images.Mapped(splits[s], _decode_record) for s in CITYSCAPES_SPLITS)
   return train, val
 
 
 def subset(examples: Sequence[Example], indices: Sequence[int]) -> Sequence[Example]:
   """The examples of `examples` at `indices`, in that order (read lazily)."""
-  return gan_images._Subset(examples, np.asarray(indices, np.int64))
+  return gan_images.Subset(examples, np.asarray(indices, np.int64))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -276,7 +276,7 @@ def transform(example: Example, preprocess: Preprocess, flip: bool = False) -> E
   h, w = preprocess.height, preprocess.width
   label = _resize_nearest(example["label"], h, w).astype(np.int32)
   instance = _resize_nearest(example["instance"], h, w)
-  image = gan_images._to_unit_range(gan_images._resize(example["image"], h, w))
+  image = gan_images.to_unit_range(gan_images.resize_bicubic(example["image"], h, w))
   if flip:
     label, instance, image = label[:, ::-1], instance[:, ::-1], image[:, ::-1]
   return {"label": np.ascontiguousarray(label), "edge": instance_edges(instance),
@@ -301,7 +301,7 @@ def train_batches(examples: Sequence[Example], preprocess: Preprocess, *, batch_
   """
   if batch_size < 1:
     raise UserError(f"batch_size must be positive, got {batch_size}.")
-  return (grain.MapDataset.source(examples).seed(gan_images._stream_seed(seed, 0)).shuffle()
+  return (grain.MapDataset.source(examples).seed(gan_images.stream_seed(seed, 0)).shuffle()
           .repeat(None).random_map(functools.partial(train_transform, preprocess=preprocess))
           .batch(batch_size, drop_remainder=True))
 
