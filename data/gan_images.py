@@ -122,20 +122,13 @@ def synthetic_pair(rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.
   return np.repeat(a, 3, axis=-1), b
 
 
-class SyntheticShapes(Sequence):
-  """`num_examples` deterministic synthetic scenes; example i is a function of `(seed, i)`.
+class SeededExamples(Sequence):
+  """`num_examples` random-access examples; example i is `self.make(rng)` with `rng` seeded by
+  `(*seed, i)`, so it is a pure function of `(seed, i)`. `seed` is an int or a tuple of ints
+  (sources with different seeds draw independent examples)."""
 
-  Examples hold the requested `domains` of `synthetic_pair`: `{"A", "B"}` (aligned) by default,
-  or one of them, each `[image_size, image_size, 3]` float32 in [-1, 1]. `seed` is an int or a
-  tuple of ints (sources with different seeds draw independent scenes).
-  """
-
-  def __init__(self, num_examples: int, seed: int | tuple[int, ...], *, image_size: int = 64,
-               domains: tuple[str, ...] = ("A", "B")):
-    if num_examples < 1 or image_size < 8:
-      raise UserError(f"synthetic images need num_examples >= 1 and image_size >= 8, got "
-                      f"{num_examples} and {image_size}.")
-    self._num_examples, self._image_size, self._domains = num_examples, image_size, domains
+  def __init__(self, num_examples: int, seed: int | tuple[int, ...]):
+    self._num_examples = num_examples
     self._seed = (seed,) if isinstance(seed, int) else tuple(seed)
 
   def __len__(self) -> int:
@@ -144,7 +137,30 @@ class SyntheticShapes(Sequence):
   def __getitem__(self, index: int) -> Example:
     if not 0 <= index < self._num_examples:
       raise IndexError(index)
-    a, b = synthetic_pair(np.random.default_rng([*self._seed, index]), self._image_size)
+    return self.make(np.random.default_rng([*self._seed, index]))
+
+  @abc.abstractmethod
+  def make(self, rng: np.random.Generator) -> Example:
+    """One example drawn from `rng`."""
+
+
+class SyntheticShapes(SeededExamples):
+  """`num_examples` deterministic synthetic scenes (`SeededExamples`).
+
+  Examples hold the requested `domains` of `synthetic_pair`: `{"A", "B"}` (aligned) by default,
+  or one of them, each `[image_size, image_size, 3]` float32 in [-1, 1].
+  """
+
+  def __init__(self, num_examples: int, seed: int | tuple[int, ...], *, image_size: int = 64,
+               domains: tuple[str, ...] = ("A", "B")):
+    if num_examples < 1 or image_size < 8:
+      raise UserError(f"synthetic images need num_examples >= 1 and image_size >= 8, got "
+                      f"{num_examples} and {image_size}.")
+    super().__init__(num_examples, seed)
+    self._image_size, self._domains = image_size, domains
+
+  def make(self, rng: np.random.Generator) -> Example:
+    a, b = synthetic_pair(rng, self._image_size)
     return {d: {"A": a, "B": b}[d] for d in self._domains}
 
 

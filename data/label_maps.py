@@ -122,28 +122,19 @@ def synthetic_scene(rng: np.random.Generator, height: int, width: int) -> Exampl
   return {"label": label, "instance": instance, "image": image.astype(np.float32)}
 
 
-class SyntheticLabelMaps(Sequence):
-  """`num_examples` deterministic synthetic scenes; example i is a function of `(seed, i)`.
-
-  `seed` is an int or a tuple of ints (sources with different seeds draw independent scenes).
-  """
+class SyntheticLabelMaps(gan_images.SeededExamples):
+  """`num_examples` deterministic synthetic scenes of `synthetic_scene` (`SeededExamples`)."""
 
   def __init__(self, num_examples: int, seed: int | tuple[int, ...], *, height: int,
                width: int):
     if num_examples < 1 or min(height, width) < 8:
       raise UserError(f"synthetic label maps need num_examples >= 1 and sides >= 8, got "
                       f"{num_examples} and {height}x{width}.")
-    self._num_examples, self._height, self._width = num_examples, height, width
-    self._seed = (seed,) if isinstance(seed, int) else tuple(seed)
+    super().__init__(num_examples, seed)
+    self._height, self._width = height, width
 
-  def __len__(self) -> int:
-    return self._num_examples
-
-  def __getitem__(self, index: int) -> Example:
-    if not 0 <= index < self._num_examples:
-      raise IndexError(index)
-    return synthetic_scene(np.random.default_rng([*self._seed, index]), self._height,
-                           self._width)
+  def make(self, rng: np.random.Generator) -> Example:
+    return synthetic_scene(rng, self._height, self._width)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -240,6 +240,15 @@ def chosen_channels(config, workdir: str, check: Callable[[str], tuple[int, ...]
     return check(json.load(f)["channels"])
 
 
+def with_search_summary(result: dict[str, Any], searched: dict[str, Any] | None
+                        ) -> dict[str, Any]:
+  """A pipeline's result: the evaluation plus, when it searched, the search's score."""
+  if searched is not None:
+    result.update(search_score=searched["score"], search_metric=searched["metric"],
+                  search_evaluated=searched["num_evaluated"])
+  return result
+
+
 def last_losses(directory: str) -> dict[str, float]:
   records = core.read_metrics(directory)
   return {k: v for k, v in records[-1].items() if k not in ("step", "time")} if records else {}

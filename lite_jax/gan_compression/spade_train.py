@@ -581,11 +581,7 @@ def pipeline(config, workdir: str) -> dict[str, Any]:
   distill(config, workdir)
   searched = None if config.subnet.channels else search(config, workdir)
   export(config, workdir)
-  result = evaluate(config, workdir)
-  if searched is not None:
-    result.update(search_score=searched["score"], search_metric=searched["metric"],
-                  search_evaluated=searched["num_evaluated"])
-  return result
+  return phases.with_search_summary(evaluate(config, workdir), searched)
 
 
 MODES = {"train_teacher": train_teacher, "distill": distill, "search": search,

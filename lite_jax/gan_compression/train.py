@@ -574,17 +574,11 @@ def pipeline(config, workdir: str) -> dict[str, Any]:
   evaluation, with the search result's score."""
   train_teacher(config, workdir)
   distill(config, workdir)
-  searched = None
-  if not config.subnet.channels:
-    searched = search(config, workdir)
+  searched = None if config.subnet.channels else search(config, workdir)
   if _finetuned(config):
     finetune(config, workdir)
   export(config, workdir)
-  result = evaluate(config, workdir)
-  if searched is not None:
-    result.update(search_score=searched["score"], search_metric=searched["metric"],
-                  search_evaluated=searched["num_evaluated"])
-  return result
+  return phases.with_search_summary(evaluate(config, workdir), searched)
 
 
 MODES = {"train_teacher": train_teacher, "distill": distill, "search": search,
