@@ -469,11 +469,18 @@ def eval_batches(examples: Sequence[Example], preprocess: Preprocess,
     `{key: [batch_size, H, W, 3] float32 for each image key, "mask": [batch_size] bool}`, mask
     False on padding.
   """
+  return padded_batches(examples, functools.partial(eval_transform, preprocess=preprocess),
+                        batch_size)
+
+
+def padded_batches(examples: Sequence[Example], transform: Callable[[Example], Example],
+                   batch_size: int) -> Iterator[Example]:
+  """`transform`-ed `examples` in order, in batches of exactly `batch_size`, the last padded by
+  repeating its last example; `"mask": [batch_size] bool` is False on padding."""
   if batch_size < 1:
     raise UserError(f"batch_size must be positive, got {batch_size}.")
   for start in range(0, len(examples), batch_size):
-    items = [eval_transform(examples[i], preprocess)
-             for i in range(start, min(start + batch_size, len(examples)))]
+    items = [transform(examples[i]) for i in range(start, min(start + batch_size, len(examples)))]
     count = len(items)
     items += items[-1:] * (batch_size - count)
     batch = stack_examples(items)

@@ -306,16 +306,8 @@ def eval_batches(examples: Sequence[Example], preprocess: Preprocess,
   Yields:
     `{"label", "edge", "image"}` batches and `"mask": [batch_size] bool`, False on padding.
   """
-  if batch_size < 1:
-    raise UserError(f"batch_size must be positive, got {batch_size}.")
-  for start in range(0, len(examples), batch_size):
-    items = [transform(examples[i], preprocess)
-             for i in range(start, min(start + batch_size, len(examples)))]
-    count = len(items)
-    items += items[-1:] * (batch_size - count)
-    batch = {k: np.stack([item[k] for item in items]) for k in items[0]}
-    batch["mask"] = np.arange(batch_size) < count
-    yield batch
+  return gan_images.padded_batches(
+      examples, functools.partial(transform, preprocess=preprocess), batch_size)
 
 
 # ---------------------------------------------------------------------------------------------
