@@ -190,6 +190,19 @@ def run_phase(phase: Phase, mesh) -> GanState:
 # ---------------------------------------------------------------------------------------------
 
 
+def check_weight_files(config) -> None:
+  """Fails before hours of training, not after: the FID Inception weights the search or the
+  evaluation will need must exist."""
+  path = config.eval.fid_weights
+  if path and not os.path.isfile(path):
+    raise UserError(f"eval.fid_weights={path!r} is not a file; pass the path of "
+                    f"pt_inception-2015-12-05-6726825d.pth.")
+  if config.search.metric == "fid" and not config.subnet.channels and not path:
+    raise UserError("search.metric='fid' needs the FID Inception weights "
+                    "(pt_inception-2015-12-05-6726825d.pth): set eval.fid_weights, or use "
+                    "search.metric='l1'.")
+
+
 def run_search(config, workdir: str, space: Sequence[Sequence[int]],
                score_fn: Callable[[tuple[int, ...]], float],
                macs_fn: Callable[[tuple[int, ...]], int],

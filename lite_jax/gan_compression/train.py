@@ -572,6 +572,7 @@ def _profile_gaugan(config) -> dict[str, Any]:
 def pipeline(config, workdir: str) -> dict[str, Any]:
   """Every phase in order (each resumes or is skipped when already done); returns the
   evaluation, with the search result's score."""
+  phases.check_weight_files(config)
   train_teacher(config, workdir)
   distill(config, workdir)
   searched = None if config.subnet.channels else search(config, workdir)

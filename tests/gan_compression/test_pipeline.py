@@ -189,6 +189,17 @@ def test_fid_search_without_weights_is_a_user_error(run):
     train.search(config, workdir)
 
 
+def test_pipeline_checks_weight_files_before_training(tmp_path):
+  config = configs.get_config("tiny")
+  config.search.metric = "fid"
+  with pytest.raises(core.UserError, match="search.metric='fid' needs"):
+    train.pipeline(config, str(tmp_path))
+  config.eval.fid_weights = str(tmp_path / "missing.pth")
+  with pytest.raises(core.UserError, match="is not a file"):
+    train.pipeline(config, str(tmp_path))
+  assert not os.path.exists(tmp_path / "teacher")
+
+
 def test_cyclegan_teacher_and_unpaired_distillation(tmp_path):
   """CycleGAN: two generators, two discriminators and image pools; then distillation whose
   L1 target is the teacher's output (no paired targets)."""
