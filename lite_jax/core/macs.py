@@ -44,13 +44,9 @@ LITE_TRANSFORMER = MacsConvention("lite_transformer", depthwise_conv=False)
 MATMUL_AND_CONV = MacsConvention("matmul_and_conv")
 
 
-def depthwise_call_name(size: int) -> str:
-  """The `counted_call` name of a `size x size` depthwise conv written without `conv_general_
-  dilated` (`nn.depthwise_conv2d`): charged `size^2` per output element, like the conv."""
-  return f"depthwise_conv{size}x{size}"
-
-
-_DEPTHWISE_CALLS = {depthwise_call_name(k): k * k for k in (3, 5, 7)}
+# The `counted_call` name of a depthwise conv written without `conv_general_dilated`
+# (`nn.depthwise_conv2d(x, kernel [k, k, 1, c])`): charged like the conv, k^2 per output element.
+DEPTHWISE_CALL = "depthwise_conv2d"
 
 
 def counted_call(fn: Callable) -> Callable:
@@ -94,8 +90,6 @@ def _sub_jaxprs(value: Any):
 
 def _jaxpr_macs(jaxpr, convention: MacsConvention) -> int:
   per_element = dict(convention.counted_calls)
-  if convention.depthwise_conv:
-    per_element.update(_DEPTHWISE_CALLS)
   total = 0
   for eqn in jaxpr.eqns:
     name = eqn.primitive.name
@@ -104,6 +98,11 @@ def _jaxpr_macs(jaxpr, convention: MacsConvention) -> int:
     elif name == "conv_general_dilated":
       if convention.depthwise_conv or not _is_depthwise(eqn):
         total += _conv_macs(eqn)
+    elif name in ("jit", "pjit") and eqn.params.get("name") == DEPTHWISE_CALL:
+      if convention.depthwise_conv:
+        kernel = eqn.invars[1].aval.shape
+        total += math.prod(eqn.outvars[0].aval.shape) * kernel[0] * kernel[1]
+      continue
     elif name in ("jit", "pjit") and eqn.params.get("name") in per_element:
       total += per_element[eqn.params["name"]] * sum(
           math.prod(v.aval.shape) for v in eqn.outvars)

@@ -262,6 +262,28 @@ def with_search_summary(result: dict[str, Any], searched: dict[str, Any] | None
   return result
 
 
+def fid_and_kid(config, real_images: np.ndarray, outputs: dict[str, np.ndarray]
+                ) -> dict[str, float]:
+  """FID and KID (mean, std) of each `{prefix: images}` against `real_images`, with the
+  Inception weights of `eval.fid_weights`; every image set goes through Inception once.
+
+  Args:
+    real_images, outputs: `[n, h, w, 3]`, generator range [-1, 1] or already uint8.
+  """
+  from lite_jax.gan_compression import fid  # Inception is only built when FID is asked for
+  evaluator = fid.FidEvaluator(config.eval.fid_weights, batch_size=config.eval.batch_size)
+  real = evaluator.features(real_images)
+  real_stats = fid.feature_statistics(real)
+  result = {}
+  for prefix, images in outputs.items():
+    fake = evaluator.features(images)
+    result[f"{prefix}fid"] = float(fid.frechet_distance(*real_stats,
+                                                        *fid.feature_statistics(fake)))
+    result[f"{prefix}kid"], result[f"{prefix}kid_std"] = (
+        float(v) for v in fid.kernel_inception_distance(real, fake, seed=config.seed))
+  return result
+
+
 def last_losses(directory: str) -> dict[str, float]:
   records = core.read_metrics(directory)
   return {k: v for k, v in records[-1].items() if k not in ("step", "time")} if records else {}

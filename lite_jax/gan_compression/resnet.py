@@ -14,12 +14,10 @@ Legacy 6-entry configs `(c0, c1, c2, c3, c4, c5)` mean `(c0, c1, c2, c3, c3, c3,
 
 from __future__ import annotations
 
-import itertools
 from typing import Any, Sequence
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from flax import linen as nn
 
 from lite_jax.core.errors import UserError
@@ -205,11 +203,6 @@ def search_space(name: str) -> tuple[tuple[int, ...], ...]:
   return SEARCH_SPACES[name]
 
 
-def enumerate_space(space: Sequence[Sequence[int]]):
-  """Every config of a search space, in the reference's order."""
-  return itertools.product(*space)
-
-
 def generator_macs(channels: Sequence[int], height: int, width: int, *, separable: bool = True,
                    n_blocks: int = 9, input_nc: int = 3, output_nc: int = 3) -> int:
   """MACs of `ResnetGenerator` at `channels` on one `height x width` image, in closed form.
@@ -250,13 +243,8 @@ def generator_params(channels: Sequence[int], *, separable: bool = True, n_block
   return int(total)
 
 
-def sample_config(space: Sequence[Sequence[int]], rng: np.random.Generator) -> tuple[int, ...]:
-  """A uniform sample of the search space (the reference's `ChannelConfigs.sample`)."""
-  return tuple(int(rng.choice(choices)) for choices in space)
-
-
 def sample_configs(space: Sequence[Sequence[int]], key: jax.Array) -> jax.Array:
-  """Jittable uniform sample: `[8]` int32 config."""
+  """A jittable uniform sample of any search space: `[len(space)]` int32 config."""
   keys = jax.random.split(key, len(space))
   return jnp.stack([jnp.asarray(choices, jnp.int32)[jax.random.randint(k, (), 0, len(choices))]
                     for k, choices in zip(keys, space)])

@@ -561,13 +561,9 @@ def evaluate(config, workdir: str) -> dict[str, Any]:
                             **{k: v / num for k, v in sums.items()}}
   result["macs_ratio"] = result["teacher_macs"] / result["macs"]
   if fid_lib is not None:
-    evaluator = fid_lib.FidEvaluator(config.eval.fid_weights, batch_size=config.eval.batch_size)
     reals = np.concatenate(uint8.pop("real"))
-    real_stats = evaluator.statistics(reals)
-    for prefix, images in uint8.items():
-      images = np.concatenate(images)
-      result[f"{prefix}fid"] = float(evaluator.fid(images, real_stats))
-      result[f"{prefix}kid"] = evaluator.kid(images, reals)[0]
+    result.update(phases.fid_and_kid(config, reals,
+                                     {k: np.concatenate(v) for k, v in uint8.items()}))
   columns = [np.concatenate(c) for c in zip(*shown)]
   result["plot"] = phases.plot_comparison(*columns, os.path.join(workdir, "compare.png"),
                                           config.eval.plot_examples)

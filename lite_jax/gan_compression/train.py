@@ -35,9 +35,6 @@ from lite_jax.gan_compression import (layers, models, phases, resnet, spade, spa
                                       standalone, subnet_search)
 from data import gan_images
 
-PHASES = ("train_teacher", "distill", "search", "finetune", "export", "evaluate")
-
-
 # ---------------------------------------------------------------------------------------------
 # Data.
 # ---------------------------------------------------------------------------------------------
@@ -507,27 +504,11 @@ def evaluate(config, workdir: str) -> dict[str, Any]:
       result[f"{name}l1"] = float(np.abs(outs - targets).mean())
       result[f"{name}psnr"] = float(phases.psnr(outs, targets).mean())
   if config.eval.fid_weights:
-    result.update(_fid_and_kid(config, task, {"teacher_": outs_t, "": outs_s}))
+    real = _real_b(task, task.test if task.paired else task.test_B, config.eval.batch_size)
+    result.update(phases.fid_and_kid(config, real, {"teacher_": outs_t, "": outs_s}))
   result["plot"] = phases.plot_comparison(inputs, outs_t, outs_s, targets,
                                     os.path.join(workdir, "compare.png"),
                                     config.eval.plot_examples)
-  return result
-
-
-def _fid_and_kid(config, task, outputs: dict[str, np.ndarray]) -> dict[str, float]:
-  """FID and KID (mean, std) of each `{prefix: images}` against the test B images."""
-  from lite_jax.gan_compression import fid
-  evaluator = fid.FidEvaluator(config.eval.fid_weights, batch_size=config.eval.batch_size)
-  real = evaluator.features(_real_b(task, task.test if task.paired else task.test_B,
-                                    config.eval.batch_size))
-  real_stats = fid.feature_statistics(real)
-  result = {}
-  for prefix, images in outputs.items():
-    fake = evaluator.features(images)
-    result[f"{prefix}fid"] = float(fid.frechet_distance(*real_stats,
-                                                        *fid.feature_statistics(fake)))
-    result[f"{prefix}kid"], result[f"{prefix}kid_std"] = (
-        float(v) for v in fid.kernel_inception_distance(real, fake, seed=config.seed))
   return result
 
 

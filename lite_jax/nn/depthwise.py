@@ -5,30 +5,29 @@
 while the same contraction as k^2 shifted multiply-adds is one fused elementwise pass (25 ms /
 311 ms). On GPUs a depthwise conv is memory-bound either way; `benchmarks/gan_compression.py`
 times both implementations. The MACs counter sees the shifted form as one named call and
-charges it like the convolution it is (`core.macs.depthwise_call_name`).
+charges it like the convolution it is (`core.macs.DEPTHWISE_CALL`).
 """
 
 from __future__ import annotations
-
-import functools
 
 import jax
 
 from lite_jax.core import macs
 
 
-@functools.cache
-def _shifted_depthwise(size: int):
-  def fn(x: jax.Array, kernel: jax.Array) -> jax.Array:
-    height, width = x.shape[1] - size + 1, x.shape[2] - size + 1
-    out = None
-    for i in range(size):
-      for j in range(size):
-        term = x[:, i:i + height, j:j + width, :] * kernel[i, j, 0]
-        out = term if out is None else out + term
-    return out
-  fn.__name__ = macs.depthwise_call_name(size)
-  return macs.counted_call(fn)
+def _shifted_depthwise(x: jax.Array, kernel: jax.Array) -> jax.Array:
+  size = kernel.shape[0]
+  height, width = x.shape[1] - size + 1, x.shape[2] - size + 1
+  out = None
+  for i in range(size):
+    for j in range(size):
+      term = x[:, i:i + height, j:j + width, :] * kernel[i, j, 0]
+      out = term if out is None else out + term
+  return out
+
+
+_shifted_depthwise.__name__ = macs.DEPTHWISE_CALL
+_shifted_depthwise = macs.counted_call(_shifted_depthwise)
 
 
 def depthwise_conv2d(x: jax.Array, kernel: jax.Array, *, impl: str = "shifts") -> jax.Array:
@@ -46,7 +45,7 @@ def depthwise_conv2d(x: jax.Array, kernel: jax.Array, *, impl: str = "shifts") -
   if kernel.shape != (size, size, 1, x.shape[-1]):
     raise ValueError(f"depthwise kernel must be [k, k, 1, {x.shape[-1]}], got {kernel.shape}.")
   if impl == "shifts":
-    return _shifted_depthwise(size)(x, kernel.astype(x.dtype))
+    return _shifted_depthwise(x, kernel.astype(x.dtype))
   if impl == "conv":
     return jax.lax.conv_general_dilated(x, kernel.astype(x.dtype), (1, 1), "VALID",
                                         dimension_numbers=("NHWC", "HWIO", "NHWC"),
