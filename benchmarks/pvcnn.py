@@ -2,13 +2,15 @@ r"""PVCNN speed and memory: the voxel kernels against their XLA references, and 
 
     python -m benchmarks.pvcnn            # on the GPU machine: the issue's sizes
     python -m benchmarks.pvcnn --smoke    # tiny sizes, any machine (checks the script runs)
-    python -m benchmarks.pvcnn --only=kernels --tilings=128x64,256x64,64x64,128x32   # tuning
+    python -m benchmarks.pvcnn --only=kernels --tilings=64x64x4,128x64x8   # tiles at every size
 
 Kernels: voxelize and devoxelize_trilinear, forward and backward (the VJP w.r.t. the
 features, from saved residuals), each on the Pallas path (interpret mode off a GPU) and the XLA
 reference (`segment_sum` / `take_along_axis`) on the same inputs, at B=16 N=16384 C=64 r=32 and
 at the paper's sizes (ShapeNet 8 x 2048 and S3DIS 8 x 4096 points, C in 64 / 128 / 256, r in
-16 / 32). Each line has the median time, the achieved GB/s of the minimum bytes the op must
+16 / 32). The kernels run with the
+default tile (`--tilings`) at every size; at the first size the tiles of `--sweep_tilings` are
+timed too, which is how the default should be chosen. Each line has the median time, the achieved GB/s of the minimum bytes the op must
 move (below), and that as a fraction of the device's memory bandwidth:
   voxelize    fwd: features + coords in, voxels + norm_coords out
               bwd: the occupied voxels' gradient rows + ids + 1/count in, features' grad out
@@ -43,7 +45,11 @@ from lite_jax.pvcnn import models
 _SMOKE = flags.DEFINE_bool("smoke", False, "Tiny sizes and few repeats (CPU tests).")
 _ONLY = flags.DEFINE_enum("only", "all", ["all", "kernels", "models"], "What to measure.")
 _REPEATS = flags.DEFINE_integer("repeats", 20, "Timed runs per measurement, after warm-up.")
-_TILINGS = flags.DEFINE_list("tilings", ["128x64"], "Pallas tiles to try, as POINTSxCHANNELS.")
+_TILINGS = flags.DEFINE_list("tilings", [], "Pallas tiles (POINTSxCHANNELS[xWARPS]) timed at "
+                             "every size; empty: the kernels' default tile.")
+_SWEEP = flags.DEFINE_list("sweep_tilings", ["32x64x4", "64x64x8", "128x64x4", "128x64x8",
+                                             "64x32x4"],
+                           "More tiles timed at the first size only (GPU; ignored by --smoke).")
 _DTYPES = flags.DEFINE_list("dtypes", ["float32", "bfloat16"], "Feature dtypes of the kernels.")
 _MODELS = flags.DEFINE_list("models", ["pvcnn_c1", "pvcnn_c0p25", "pointnet", "voxel_unet"],
                             "ShapeNet presets to time.")
@@ -99,14 +105,16 @@ def _path_kwargs(path: str, tiling: vox.Tiling | None) -> dict[str, Any]:
   return {"backend": "pallas", "interpret": path == PALLAS_INTERPRET, "tiling": tiling}
 
 
-def bench_kernels(sizes, tilings, dtypes, repeats) -> None:
+def bench_kernels(sizes, tilings, dtypes, repeats, sweep=()) -> None:
+  """Times every size with `tilings`, and the first size also with the tiles of `sweep`."""
   device, bandwidth = _device()
   pallas = PALLAS if jax.default_backend() == "gpu" else PALLAS_INTERPRET
-  for batch, num_points, channels, r in sizes:
+  for index, (batch, num_points, channels, r) in enumerate(sizes):
+    size_tilings = list(tilings) + ([t for t in sweep if t not in tilings] if index == 0 else [])
     for dtype in dtypes:
       for op, x, fn, (fwd_bytes, bwd_bytes) in _kernel_cases(batch, num_points, channels, r,
                                                             dtype):
-        runs = [(XLA, None)] + [(pallas, t) for t in tilings]
+        runs = [(XLA, None)] + [(pallas, t) for t in size_tilings]
         for path, tiling in runs:
           kwargs = _path_kwargs(path, tiling)
           forward = jax.jit(lambda x: fn(x, **kwargs))
@@ -117,7 +125,8 @@ def bench_kernels(sizes, tilings, dtypes, repeats) -> None:
                                                ("backward", backward, (vjp, g), bwd_bytes)):
             seconds = median_seconds(run, *args, repeats=repeats)
             _emit({"benchmark": "kernel", "op": op, "direction": direction, "path": path,
-                   "tiling": None if tiling is None else [tiling.points, tiling.channels],
+                   "tiling": (None if tiling is None
+                              else [tiling.points, tiling.channels, tiling.num_warps]),
                    "device": device, "batch": batch, "points": num_points,
                    "channels": channels, "resolution": r, "dtype": jnp.dtype(dtype).name,
                    "time_ms": seconds * 1e3, "min_bytes": nbytes,
@@ -160,14 +169,17 @@ def bench_models(presets, backends, batch, num_points, unet_resolution, resoluti
 
 def main(argv):
   del argv
-  tilings = [vox.Tiling(*map(int, t.split("x"))) for t in _TILINGS.value]
+  tilings = [vox.Tiling.parse(t) for t in _TILINGS.value] or [vox.Tiling()]
+  sweep = [vox.Tiling.parse(t) for t in _SWEEP.value]
   smoke = _SMOKE.value
   repeats = 2 if smoke else _REPEATS.value
   if _ONLY.value in ("all", "kernels"):
     sizes = _SMOKE_SIZES if smoke else _FULL_SIZES
-    if smoke and jax.default_backend() != "gpu":
-      tilings = [vox.default_tiling(interpret=True)]  # See jax#24117 in kernels/voxelize.py.
-    bench_kernels(sizes, tilings, ["float32"] if smoke else _DTYPES.value, repeats)
+    if smoke:
+      sweep = []
+      if jax.default_backend() != "gpu":
+        tilings = [vox.default_tiling(interpret=True)]  # See jax#24117 in kernels/voxelize.py.
+    bench_kernels(sizes, tilings, ["float32"] if smoke else _DTYPES.value, repeats, sweep)
   if _ONLY.value in ("all", "models"):
     # Smoke: PVConv resolutions / 4 and the U-Net at 8^3, so that CPU compiles stay short.
     batch, num_points, unet, scale = (2, 64, 8, 0.25) if smoke else (8, 2048, 96, 1.0)

@@ -15,6 +15,8 @@ once in XLA and kept as the residuals, as the reference does in training.
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 
@@ -88,11 +90,17 @@ def devoxelize_trilinear(voxels: jax.Array, norm_coords: jax.Array, *, backend: 
   _check_args(voxels, norm_coords)
   if devoxelize_path(backend, interpret) == _dispatch.XLA:
     return devoxelize_trilinear_reference(voxels, norm_coords)
+  kernel_path = functools.partial(_devoxelize_pallas, tiling=tiling or default_tiling(interpret),
+                                  interpret=interpret)
+  return _dispatch.map_batch_shards(kernel_path, voxels, norm_coords)
+
+
+def _devoxelize_pallas(voxels, norm_coords, *, tiling, interpret):
   batch, resolution, channels = voxels.shape[0], voxels.shape[1], voxels.shape[-1]
   ids, weights = trilinear_corners(norm_coords, resolution)
   ids = (ids + batch_offsets(batch, resolution)).reshape(8, -1)
-  out = gather_rows(voxels.reshape(-1, channels), ids, weights.reshape(8, -1),
-                    tiling or default_tiling(interpret), interpret)
+  out = gather_rows(voxels.reshape(-1, channels), ids, weights.reshape(8, -1), tiling,
+                    interpret)
   return out.reshape(batch, -1, channels)
 
 

@@ -51,13 +51,18 @@ OP_NAME = "voxelize"
 class Tiling:
   """Tile sizes of the row kernels (powers of 2: Triton needs power-of-2 block shapes).
 
+  The default keeps the f32 kernels at 30-72 registers per thread on sm_90 with no spills (about
+  half occupancy): at 128 points per program the 8-corner gather needs 184 registers and only 2
+  blocks of 4 warps fit on an SM (`python -m kernels.compile_check` prints the
+  numbers; `benchmarks/pvcnn.py` times the alternatives on a GPU).
+
   Attributes:
     points: points (rows) per program.
     channels: the largest channel tile; the tile used is the largest power of 2 that divides C
       and is at most this, so channel blocks never need masks or padding.
     num_warps: Triton warps per program.
   """
-  points: int = 128
+  points: int = 64
   channels: int = 64
   num_warps: int = 4
 
@@ -66,6 +71,14 @@ class Tiling:
       value = getattr(self, name)
       if value < 1 or value & (value - 1):
         raise ValueError(f"Tiling.{name} must be a power of 2, got {value}.")
+
+  @classmethod
+  def parse(cls, text: str) -> "Tiling":
+    """`"POINTSxCHANNELS"` or `"POINTSxCHANNELSxWARPS"`, e.g. `"64x64x4"`."""
+    parts = text.lower().split("x")
+    if not 2 <= len(parts) <= 3 or not all(p.isdigit() for p in parts):
+      raise ValueError(f"a tiling is POINTSxCHANNELS[xWARPS] (e.g. 64x64x4), got {text!r}.")
+    return cls(*map(int, parts))
 
 
 def default_tiling(interpret: bool) -> Tiling:
@@ -334,6 +347,13 @@ def voxelize(features: jax.Array, coords: jax.Array, resolution: int, *,
   _check_voxelize_args(features, coords, resolution)
   if voxelize_path(backend, interpret) == _dispatch.XLA:
     return voxelize_reference(features, coords, resolution, normalize=normalize, eps=eps)
+  kernel_path = functools.partial(_voxelize_pallas, resolution=resolution, normalize=normalize,
+                                  eps=eps, tiling=tiling or default_tiling(interpret),
+                                  interpret=interpret)
+  return _dispatch.map_batch_shards(kernel_path, features, coords)
+
+
+def _voxelize_pallas(features, coords, *, resolution, normalize, eps, tiling, interpret):
   batch, num_points, channels = features.shape
   num_rows = batch * resolution ** 3
   norm_coords = normalize_coords(coords, resolution, normalize, eps)
@@ -342,7 +362,7 @@ def voxelize(features: jax.Array, coords: jax.Array, resolution: int, *,
   inv_count = 1.0 / counts[ids].astype(jnp.float32)
   inv_count = jnp.where(jnp.isnan(norm_coords[..., 0]).reshape(-1), jnp.nan, inv_count)
   voxels = scatter_add_rows(features.reshape(-1, channels), ids[None], inv_count[None],
-                            num_rows, tiling or default_tiling(interpret), interpret)
+                            num_rows, tiling, interpret)
   return voxels.reshape(batch, resolution, resolution, resolution, channels), norm_coords
 
 

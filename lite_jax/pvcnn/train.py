@@ -199,6 +199,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     The test metrics (`miou`, ...), the final `step`, the kernel paths and the PNG path.
   """
   run = _setup(config, workdir)
+  # Under the mesh, the Pallas voxel kernels run per batch shard (`kernels._dispatch`).
+  with jax.set_mesh(run.mesh):
+    return _train_and_evaluate(run, config, workdir)
+
+
+def _train_and_evaluate(run: _Run, config: ml_collections.ConfigDict, workdir: str
+                        ) -> dict[str, Any]:
   state, start = run.state, 0
   restored = run.checkpointer.restore_latest(core.abstract_like(state))
   if restored is not None:
@@ -241,7 +248,8 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     raise UserError(f"no checkpoint in {workdir}/checkpoints; train first (--mode=train) or "
                     f"pass the workdir of a trained run.")
   state = restored[0]
-  result = evaluate_state(run.model, state, run.spec, run.test, config, run.mesh, workdir)
+  with jax.set_mesh(run.mesh):
+    result = evaluate_state(run.model, state, run.spec, run.test, config, run.mesh, workdir)
   return {**result, "step": int(state.step), **kernel_paths(config)}
 
 
