@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Run THERE, on the lent GPU machine, as the `run` command (carry: [".whl"]):
+#   bash benchmarks/gpu/session.sh tests pvcnn lite_transformer      # first call, ~9 minutes
+#   bash benchmarks/gpu/session.sh gan_compression leakage           # second call, ~6 minutes
+# Each stage runs under its own time cap, so one slow stage cannot eat the others' time, and
+# writes its JSON lines and log under $OUT (they come back even when a stage is cut off).
+# Copy the numbers with the device name into benchmarks/RESULTS.md.
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+out="${OUT:-gpu_results}"
+mkdir -p "$out"
+export PYTHONUNBUFFERED=1
+if [ -d .whl ]; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+    --target /tmp/site .whl/*.whl && export PYTHONPATH="/tmp/site:${PYTHONPATH:-}"
+fi
+export PYTHONPATH=".:${PYTHONPATH:-}"
+{ nvidia-smi --query-gpu=name,memory.total,clocks.max.sm,clocks.max.mem --format=csv
+  python3 -c "import jax, jaxlib; print('jax', jax.__version__, 'jaxlib', jaxlib.__version__, jax.devices())"
+} 2>&1 | tee "$out/device.txt"
+
+stage() {  # stage NAME CAP_SECONDS COMMAND...
+  local name=$1 cap=$2; shift 2
+  local start=$SECONDS
+  timeout "$cap" "$@" > "$out/$name.jsonl" 2> "$out/$name.log"
+  local rc=$?
+  echo "== $name: rc=$rc in $((SECONDS - start)) s, $(grep -c '^{' "$out/$name.jsonl") JSON lines"
+  [ "$rc" = 0 ] || tail -n 5 "$out/$name.log"
+}
+
+for what in "$@"; do
+  case "$what" in
+    tests) stage gpu_tests 150 python3 -m pytest -q -m gpu -p no:cacheprovider tests/kernels ;;
+    pvcnn) stage pvcnn_kernels 200 python3 -m benchmarks.pvcnn --only=kernels
+           stage pvcnn_models 100 python3 -m benchmarks.pvcnn --only=models ;;
+    lite_transformer) stage lite_transformer 170 python3 benchmarks/lite_transformer.py ;;
+    gan_compression) stage gan_compression 170 python3 -m benchmarks.gan_compression ;;
+    leakage) stage leakage 170 python3 -m benchmarks.leakage ;;
+    *) echo "unknown stage $what (tests, pvcnn, lite_transformer, gan_compression, leakage)"
+       exit 2 ;;
+  esac
+done
