@@ -8,8 +8,8 @@ r"""GAN Compression: teacher, once-for-all distillation, search, fine-tuning, ex
 
 Modes: `train_teacher`, `distill`, `search`, `finetune`, `export`, `evaluate`, `profile`, and
 `pipeline` (all of them in order; each phase resumes, a finished one is skipped). Tasks
-`pix2pix` and `cyclegan` (ResNet generators) and `gaugan` (SPADE; no `finetune`). `--channels`
-picks the sub-network for finetune/export/evaluate/profile instead of the search result.
+`pix2pix` and `cyclegan` (ResNet generators) and `gaugan` (SPADE). `--channels` picks the
+sub-network for finetune/export/evaluate/profile instead of the search result.
 Every mode ends by printing one JSON line of its results.
 """
 
@@ -25,8 +25,7 @@ _CONFIG = config_flags.DEFINE_config_file(
 _WORKDIR = flags.DEFINE_string("workdir", "runs/gan_compress_demo",
                                "Every phase's checkpoints, metrics, search result and plots.")
 _MODE = flags.DEFINE_enum("mode", "pipeline", list(gan_compression.MODES) + ["profile"],
-                          "Which phase to run (see the module docstring; GauGAN has no "
-                          "finetune).")
+                          "Which phase to run (see the module docstring).")
 _CHANNELS = flags.DEFINE_string(
     "channels", None, "Sub-network channel config, e.g. 16_16_24_16_32_64_16_24 "
     "(sets config.subnet.channels).")

@@ -30,8 +30,13 @@ Presets (`--config=experiments/configs/gan_compress.py:PRESET`, or a flagfile th
   G_middle_1 / up_1), evolutionary search under 32e9 MACs with BN re-calibration on the
   200 held-out images, export, evaluation. Reference result (README, Fast): FID 56.25,
   mIoU 61.17 at ~31G MACs (`32_32_32_48_32_24_24_32`). mIoU needs the DRN-D-105 segmenter,
-  which is not implemented: search and evaluation use FID (`eval.fid_weights`). Needs the
-  user's files:
+  which is not implemented: search and evaluation use FID (`eval.fid_weights`). Fine-tuning
+  the chosen sub-network is off (0 epochs: the searched slice is exported). The reference's
+  tutorial calls it optional; its `cityscapes_fast/finetune.sh` trains 100+100 epochs with D
+  continued from the super-network's, which
+  `--config.finetune.nepochs=100 --config.finetune.nepochs_decay=100` reproduces: the
+  pipeline then fine-tunes between search and export (`--mode=finetune` runs that phase
+  alone). Needs the user's files:
     python -m experiments.gan_compress --flagfile=experiments/flags/gaugan_cityscapes.flags \
         --config.data.source=cityscapes:/path/to/cityscapes \
         --config.gaugan.vgg_weights=/path/to/vgg19-dcbb9e9d.pth \
@@ -42,7 +47,8 @@ Presets (`--config=experiments/configs/gan_compress.py:PRESET`, or a flagfile th
   72.6M MACs) -> ngf-8 super-network -> evolution under 15M MACs, scored by L1 to the real
   held-out images; writes `compare.png` (label map | teacher | compressed | real) and
   `search.png`. About 4 minutes on 2 CPU cores; expect test L1 / PSNR ~0.14 / 18.7 dB for the
-  teacher and ~0.16 / 18.3 dB for a ~5x smaller sub-network.
+  teacher and ~0.16 / 18.3 dB for a ~5x smaller sub-network. No fine-tuning unless asked
+  (`--config.finetune.nepochs=N`: N epochs of the chosen sub-network before export).
     python -m experiments.gan_compress --config=experiments/configs/gan_compress.py:gaugan_demo \
         --workdir=runs/gaugan_demo
 * `gaugan_tiny`: the GauGAN demo shrunk for tests (ngf 4, a few steps, seconds).
@@ -254,6 +260,8 @@ def _gaugan(c):
   c.search.metric = "fid"  # the reference searches by mIoU (DRN-D-105, not implemented)
   c.search.budget_macs = 32e9  # Fast evolution (brute force: 35e9)
   c.search.calibration_images = 512  # BN re-calibration on the last batch of these
+  # Off: the reference's (optional) cityscapes_fast/finetune.sh trains 100 + 100 epochs.
+  c.finetune = _gaugan_phase(0, 0)
 
 
 def _gaugan_synthetic(c, tiny: bool):
@@ -276,13 +284,15 @@ def _gaugan_synthetic(c, tiny: bool):
   c.teacher_train = _gaugan_phase(*((1, 1) if tiny else (5, 5)))
   c.distill = _gaugan_phase(*((2, 2) if tiny else (5, 5)))
   c.distill.restore_discriminator = False
-  for phase in (c.teacher_train, c.distill):
+  c.finetune = _gaugan_phase(0, 0)  # off: e.g. --config.finetune.nepochs=1 turns it on
+  for phase in (c.teacher_train, c.distill, c.finetune):
     phase.batch_size = 8
     phase.log_every_steps = 2 if tiny else 20
     phase.checkpoint_every_steps = 4 if tiny else 200
   if not tiny:  # Short runs want larger steps than the reference's 1e-4 / 4e-4.
     c.teacher_train.lr, c.teacher_train.lr_d = 2e-4, 4e-4
-    c.distill.lr, c.distill.lr_d = 5e-4, 1e-3
+    for phase in (c.distill, c.finetune):
+      phase.lr, phase.lr_d = 5e-4, 1e-3
   c.search.metric = "l1"
   # Teacher 19.8M / 72.6M MACs, super-network 11.0M / 34.7M: budgets 3.3x / 4.8x below it.
   c.search.budget_macs = 6e6 if tiny else 15e6

@@ -1,10 +1,14 @@
-"""GauGAN (SPADE) compression: teacher -> once-for-all distillation -> search -> export ->
-evaluate, each phase resumable in its own folder of one workdir (as `train`'s ResNet pipeline):
+"""GauGAN (SPADE) compression: teacher -> once-for-all distillation -> search -> fine-tune ->
+export -> evaluate, each phase resumable in its own folder of one workdir (as `train`'s ResNet
+pipeline):
 
     <workdir>/teacher/     the SPADE teacher with its multi-scale discriminator
     <workdir>/supernet/    once-for-all distillation: a new sub-network sampled every step
     <workdir>/search.json  the chosen sub-network and every scored candidate (+ search.png)
-    <workdir>/export/      the compact generator: sliced weights, calibrated batch norm
+    <workdir>/finetune/    the chosen sub-network trained on with the distillation losses
+                           (only when `finetune.nepochs + finetune.nepochs_decay > 0`)
+    <workdir>/export/      the compact generator: sliced (or fine-tuned) weights, calibrated
+                           batch norm
     <workdir>/compare.png  label map | teacher | compressed | real on test images
 
 What matches the reference (`models/spade_model.py`, `distillers/base_spade_distiller.py`,
@@ -29,6 +33,10 @@ What matches the reference (`models/spade_model.py`, `distillers/base_spade_dist
   images; the exported generator is calibrated the same way. Search: evolution or exhaustive
   under `search.budget_macs` with `spade.generator_macs` (the reference's counter).
 - TTUR optimisation: G lr 1e-4, D lr 4e-4, Adam (0, 0.9), linear decay after `nepochs`.
+- Fine-tuning (`scripts/gaugan/cityscapes_fast/finetune.sh`, optional in the reference's
+  tutorial): the chosen sub-network, its weights and batch-norm statistics sliced from the
+  super-network and D continued from the super-network's, trains on with the distillation
+  losses at its own width (no sampling); the exported generator is then its weights.
 
 Differences, on purpose:
 - One jitted step computes G's and D's gradients at the current parameters and then updates
@@ -41,7 +49,10 @@ Differences, on purpose:
 - Cityscapes is scored by FID (or L1), not mIoU: the reference's DRN-D-105 segmenter is not
   implemented. The evolution samples configs uniformly (no `--weighted_sample`). Calibration
   and scoring use test preprocessing (no flips), so the search is deterministic.
-- Fine-tuning the searched sub-network is not implemented (Fast GauGAN does not fine-tune).
+- Fine-tuning trains on train1 (the training set less the held-out search images; the
+  reference's finetune script passes no meta file, so it reads all of it), starts fresh Adam
+  states, and slices the super-network's 1x1 distillation convs too, as `train`'s ResNet
+  fine-tuning does (the script restores only the student G and D).
 """
 
 from __future__ import annotations
@@ -168,10 +179,11 @@ def _block_width(generator: spade.SpadeGenerator, name: str) -> int:
   return widths[4 + int(name[-1])] if name.startswith("up_") else widths[0]
 
 
-def student(config) -> DistillSpade:
-  """The super-network with its distillation convs to the teacher's widths."""
+def student(config, channels: Sequence[int] | None = None) -> DistillSpade:
+  """The mobile generator at `channels` (default: the super-network) with its distillation
+  convs to the teacher's widths."""
   teacher = teacher_generator(config)
-  return DistillSpade(compact_generator(config),
+  return DistillSpade(compact_generator(config, channels),
                       tuple(_block_width(teacher, n) for n in spade.DISTILL_LAYERS))
 
 
@@ -198,12 +210,17 @@ def _label_shape(config, batch: int = 1) -> tuple[int, ...]:
   return (batch, *image_size(config), semantic_nc(config))
 
 
+def abstract_variables(module: nn.Module, *shapes: Sequence[int]) -> dict[str, Any]:
+  """The `jax.ShapeDtypeStruct`s of `module`'s variables for inputs of `shapes` (no compile)."""
+  return dict(jax.eval_shape(lambda: module.init(
+      jax.random.key(0), *(jnp.zeros(s, jnp.float32) for s in shapes))))
+
+
 def init_variables(module: nn.Module, seed: Sequence[int], *shapes: Sequence[int]) -> Any:
   """Variables of `module` for inputs of `shapes`, drawn in numpy from the shapes of its `init`
   (nothing is compiled): kernels N(0, 0.02) as `layers.weight_init`, biases and batch-norm
   means 0, variances 1, spectral-norm vectors random unit vectors."""
-  abstract = jax.eval_shape(lambda: module.init(
-      jax.random.key(0), *(jnp.zeros(s, jnp.float32) for s in shapes)))
+  abstract = abstract_variables(module, *shapes)
   rng = np.random.default_rng(list(seed))
 
   def draw(path, leaf):
@@ -215,7 +232,7 @@ def init_variables(module: nn.Module, seed: Sequence[int], *shapes: Sequence[int
       return (vector / np.linalg.norm(vector)).astype(leaf.dtype)
     return (np.ones if name == "var" else np.zeros)(leaf.shape, leaf.dtype)
 
-  return jax.tree_util.tree_map_with_path(draw, dict(abstract))
+  return jax.tree_util.tree_map_with_path(draw, abstract)
 
 
 def _vgg_params(config, loss) -> Any:
@@ -322,15 +339,18 @@ def _stream(task, phase, config):
 
 
 def _new_state(config, generator: DistillSpade, phase, steps_per_epoch: int, index: int,
-               d_variables: Any = None) -> phases.GanState:
-  """A fresh phase state; D's variables start random unless given (`{"params", "spectral"}`)."""
+               d_variables: Any = None, g_variables: Any = None) -> phases.GanState:
+  """A fresh phase state (new Adam states, step 0). G's and D's variables start random unless
+  given (`{"params", "batch_stats"}` of `generator`, `{"params", "spectral"}` of D)."""
   seed = (config.seed, index)
-  g = init_variables(generator, (*seed, 0), _label_shape(config))
+  if g_variables is None:
+    g_variables = init_variables(generator, (*seed, 0), _label_shape(config))
   if d_variables is None:
     d_shape = _label_shape(config)[:-1] + (semantic_nc(config) + 3,)
     d_variables = init_variables(discriminator(config), (*seed, 1), d_shape)
-  aux = {"generator": g["batch_stats"], "discriminator": d_variables.get("spectral", {})}
-  return phases.new_state(g["params"], d_variables["params"], phase, steps_per_epoch,
+  aux = {"generator": g_variables["batch_stats"],
+         "discriminator": d_variables.get("spectral", {})}
+  return phases.new_state(g_variables["params"], d_variables["params"], phase, steps_per_epoch,
                           phases.state_key(config, index), aux)
 
 
@@ -411,6 +431,11 @@ def distill(config, workdir: str) -> dict[str, Any]:
 def _supernet_state(config, workdir: str, task) -> phases.GanState:
   phase = _supernet_phase(config, workdir, task)
   return phases.finished_state(phase.directory, phase.state, "super-network (distill)")
+
+
+def _distill_variables(state: phases.GanState) -> dict[str, Any]:
+  """G's `{"params", "batch_stats"}` in a phase state, the 1x1 distillation convs included."""
+  return {"params": state.generator, "batch_stats": state.aux["generator"]}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -496,26 +521,70 @@ def chosen_channels(config, workdir: str) -> tuple[int, ...]:
 
 
 # ---------------------------------------------------------------------------------------------
-# Export, evaluation and the whole pipeline.
+# Fine-tuning and export.
 # ---------------------------------------------------------------------------------------------
 
 
+def _finetune_phase(config, workdir: str, task, channels: Sequence[int]) -> phases.Phase:
+  """The sub-network at `channels` as a distillation student: G (weights, batch-norm
+  statistics, 1x1 convs) sliced from the trained super-network, D continued from its D."""
+  distilled = _supernet_phase(config, workdir, task)
+  supernet = phases.finished_state(distilled.directory, distilled.state,
+                                   "super-network (distill)")
+  (teacher_variables,) = distilled.step_args  # the trained teacher's, restored once
+  generator = student(config, channels)
+  g = layers.slice_params(_distill_variables(supernet),
+                          abstract_variables(generator, _label_shape(config)))
+  d = {"params": supernet.discriminator, "spectral": supernet.aux["discriminator"]}
+  phase = config.finetune
+  steps_per_epoch, total = phases.phase_steps(phase, len(task.train1))
+  state = _new_state(config, generator, phase, steps_per_epoch, 2, d_variables=d, g_variables=g)
+  step_fn = make_step(generator, discriminator(config), config.distill_loss, config,
+                      teacher=teacher_generator(config))
+  return phases.Phase("finetune", os.path.join(workdir, "finetune"), state, step_fn,
+                      _stream(task, phase, config), steps_per_epoch, total, phase,
+                      step_args=(teacher_variables,))
+
+
+def finetune(config, workdir: str) -> dict[str, Any]:
+  """Trains the chosen sub-network on with the distillation losses (resuming)."""
+  task = load_task(config, workdir)
+  channels = chosen_channels(config, workdir)
+  phase = _finetune_phase(config, workdir, task, channels)
+  _run(phase, config, config.distill_loss)
+  return {"phase": "finetune", "channels": layers.format_channels(channels),
+          "steps": phase.total_steps, **phases.last_losses(phase.directory)}
+
+
+def _finetuned(config) -> bool:
+  return config.finetune.nepochs + config.finetune.nepochs_decay > 0
+
+
 def export(config, workdir: str) -> dict[str, Any]:
-  """Writes the chosen sub-network as a standalone mobile SPADE generator: the super-network's
-  weights sliced to it, batch norm re-calibrated (`<workdir>/export/`, read back by
-  `standalone.load_generator`)."""
+  """Writes the chosen sub-network as a standalone mobile SPADE generator
+  (`<workdir>/export/`, read back by `standalone.load_generator`): the fine-tuned weights when
+  `finetune` has epochs, else the super-network's sliced to it; either way batch norm is
+  re-calibrated on the held-out images, as the reference does before it scores a generator."""
   task = load_task(config, workdir)
   channels = chosen_channels(config, workdir)
   generator = compact_generator(config, channels)
-  target = jax.eval_shape(generator.init, jax.random.key(0),
-                          jax.ShapeDtypeStruct(_label_shape(config), jnp.float32))
-  sliced = layers.slice_params(_generator_variables(_supernet_state(config, workdir, task)),
-                               dict(target))
-  variables = spade.calibrate(generator, sliced, [calibration_labels(config, task)])
+  if _finetuned(config):
+    like = _new_state(config, student(config, channels), config.finetune, 1, 2)  # the tree only
+    weights = _generator_variables(phases.finished_state(os.path.join(workdir, "finetune"),
+                                                         like, "finetune"))
+  else:
+    weights = layers.slice_params(_generator_variables(_supernet_state(config, workdir, task)),
+                                  abstract_variables(generator, _label_shape(config)))
+  variables = spade.calibrate(generator, weights, [calibration_labels(config, task)])
   directory = os.path.join(workdir, "export")
   standalone.save_generator(directory, generator, variables)
   return {"phase": "export", "path": directory, "channels": layers.format_channels(channels),
           **_profile(generator, config)}
+
+
+# ---------------------------------------------------------------------------------------------
+# Evaluation and the whole pipeline.
+# ---------------------------------------------------------------------------------------------
 
 
 def evaluate(config, workdir: str) -> dict[str, Any]:
@@ -577,9 +646,11 @@ def pipeline(config, workdir: str) -> dict[str, Any]:
   train_teacher(config, workdir)
   distill(config, workdir)
   searched = None if config.subnet.channels else search(config, workdir)
+  if _finetuned(config):
+    finetune(config, workdir)
   export(config, workdir)
   return phases.with_search_summary(evaluate(config, workdir), searched)
 
 
 MODES = {"train_teacher": train_teacher, "distill": distill, "search": search,
-         "export": export, "evaluate": evaluate, "pipeline": pipeline}
+         "finetune": finetune, "export": export, "evaluate": evaluate, "pipeline": pipeline}

@@ -153,7 +153,6 @@ def test_launcher_profiles_the_reference_models():
 @pytest.mark.parametrize("args, message", [
     (("--mode=profile", "--channels=16_16"), "8 or 6 positive entries"),
     (("--mode=distill", "--config.task=gaugan"), "GauGAN training needs a GauGAN preset"),
-    (("--mode=finetune", "--config.task=gaugan"), "mode 'finetune' is not available"),
     (("--mode=train_teacher", "--config.data.source=folder:/nonexistent"), "/nonexistent"),
 ])
 def test_launcher_user_errors(args, message, tmp_path):

@@ -1,10 +1,11 @@
 """GauGAN compression end to end on the gaugan_tiny preset (teacher -> distill -> search ->
-export -> evaluate, with the VGG loss on a narrow random VGG19), exact resume of the
-distillation, the exported generator against the calibrated super-network, spectral norm,
-the VGG19 port and the user errors."""
+export -> evaluate, with the VGG loss on a narrow random VGG19; fine-tuning on a copy of that
+run), exact resume of the distillation, the exported generator against the calibrated
+super-network, spectral norm, the VGG19 port and the user errors."""
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import shutil
@@ -16,7 +17,7 @@ import pytest
 
 from data import label_maps
 from experiments.configs import gan_compress as configs
-from lite_jax import core
+from lite_jax import core, gan_compression
 from lite_jax.gan_compression import discriminators as disc
 from lite_jax.gan_compression import phases, spade, spade_train, standalone, vgg
 
@@ -117,6 +118,68 @@ def test_exported_generator_equals_the_calibrated_supernet(run):
   np.testing.assert_allclose(run(generator, variables, seg),
                              run(super_net, super_variables, seg, jnp.asarray(channels)),
                              atol=2e-5)
+
+
+def test_finetune_starts_from_the_supernet_slice_and_is_exported(run, tmp_path):
+  """On a copy of the trained teacher, super-network and search: the fine-tuning state starts
+  from the leading-channel slice of the super-network (G, its batch-norm statistics and 1x1
+  convs; D as it is), `--mode=finetune` trains it for one epoch, and export writes its
+  weights."""
+  config, source, results = run
+  config = copy.deepcopy(config)
+  config.finetune.nepochs = 1
+  for name in ("teacher", "supernet"):
+    shutil.copytree(os.path.join(source, name), tmp_path / name)
+  shutil.copy(os.path.join(source, "search.json"), tmp_path)
+  workdir = str(tmp_path)
+  task = spade_train.load_task(config, workdir)
+  channels = spade.parse_config(results["search"]["channels"])
+  phase = spade_train._finetune_phase(config, workdir, task, channels)
+  start = phase.state
+  supernet = spade_train._supernet_state(config, workdir, task)
+  # The compact student's shapes: the 1x1 convs' inputs at the sub-network's widths.
+  compact = spade_train.abstract_variables(spade_train.student(config, channels),
+                                           spade_train._label_shape(config))
+
+  def assert_leading_slice(sub, full, like):
+    assert sub.shape == like.shape
+    np.testing.assert_array_equal(sub, np.asarray(full)[tuple(slice(0, n) for n in sub.shape)])
+
+  jax.tree.map(assert_leading_slice, start.generator, supernet.generator, compact["params"])
+  jax.tree.map(assert_leading_slice, start.aux["generator"], supernet.aux["generator"],
+               compact["batch_stats"])
+  jax.tree.map(np.testing.assert_array_equal, (start.discriminator, start.aux["discriminator"]),
+               (supernet.discriminator, supernet.aux["discriminator"]))
+
+  result = json.loads(json.dumps(gan_compression.run("finetune", config, workdir)))
+  assert (result["phase"], result["channels"], result["steps"]) == (
+      "finetune", results["search"]["channels"], 2)  # 16 train1 images, batch 8, 1 epoch
+  assert all(np.isfinite(result[k]) for k in ("loss", "d_loss", "g_vgg", "g_distill"))
+  finetuned = phases.finished_state(phase.directory, start, "finetune")
+  assert int(finetuned.step) == 2
+  exported = spade_train.export(config, workdir)
+  assert exported["channels"] == results["search"]["channels"]
+  _, variables = standalone.load_generator(exported["path"])
+  jax.tree.map(np.testing.assert_array_equal, variables["params"],
+               jax.device_get(finetuned.generator["generator"]))
+  assert not np.array_equal(variables["params"]["conv_img"]["conv"]["kernel"],
+                            start.generator["generator"]["conv_img"]["conv"]["kernel"])
+
+
+def test_pipeline_fine_tunes_between_search_and_export_when_it_has_epochs(monkeypatch):
+  calls = []
+  for mode in ("train_teacher", "distill", "finetune", "export"):
+    monkeypatch.setattr(spade_train, mode, lambda c, w, mode=mode: calls.append(mode))
+  monkeypatch.setattr(spade_train, "search", lambda c, w: calls.append("search") or {
+      "score": 0.5, "metric": "l1", "num_evaluated": 3})
+  monkeypatch.setattr(spade_train, "evaluate", lambda c, w: calls.append("evaluate") or {})
+  config = configs.get_config("gaugan_tiny")
+  spade_train.pipeline(config, "unused")
+  assert calls == ["train_teacher", "distill", "search", "export", "evaluate"]
+  calls.clear()
+  config.finetune.nepochs_decay = 1
+  assert spade_train.pipeline(config, "unused")["search_score"] == 0.5
+  assert calls == ["train_teacher", "distill", "search", "finetune", "export", "evaluate"]
 
 
 def test_semantic_input_one_hot_dontcare_and_edges():
