@@ -1,4 +1,4 @@
-r"""GAN Compression (Fast GAN Compression pipeline): every reference setting.
+r"""GAN Compression (Fast and original pipelines): every reference setting.
 
 Presets (`--config=experiments/configs/gan_compress.py:PRESET`, or a flagfile that names one):
 
@@ -22,6 +22,17 @@ Presets (`--config=experiments/configs/gan_compress.py:PRESET`, or a flagfile th
   side-by-side layout; `tfds:cycle_gan/horse2zebra` reads a prepared tfds copy.) The
   reference scores cityscapes with a DRN segmentation network (mIoU), which is not
   implemented here: that preset searches and evaluates with FID.
+* `cyclegan_horse2zebra_gc`, `pix2pix_edges2shoes_gc`, `pix2pix_cityscapes_gc`,
+  `pix2pix_map2aerial_gc`: the same tasks with the original (non-Fast) GAN Compression
+  pipeline: a MobileResNet teacher (ngf 64 / 64 / 96 / 96), a fixed student (ngf 32 / 48 / 48 /
+  48) initialised as the teacher's L1-pruned copy (`lite_jax.gan_compression.pruning`) and
+  distilled with D from the teacher's (`<workdir>/student/`, part of `--mode=distill`), then
+  the super-network from the student and its D, searched in `channels-32` / `channels-48`,
+  fine-tuned where the reference does, with the reference's epochs per phase. The reference's
+  final configs: horse2zebra `16_16_32_16_32_32_16_16` (README FID 65.12), edges2shoes
+  `32_32_48_32_48_48_16_16` (26.70), cityscapes `32_32_48_32_32_48_24_24` (mIoU 38.63), maps
+  `32_32_48_32_48_32_16_16`. Search budgets and held-out splits are the Fast presets' (the
+  reference's non-Fast scripts were not checked for theirs).
 * `gaugan_cityscapes`: Fast GAN Compression of GauGAN (SPADE) on Cityscapes at 512x256, 35
   labels + instance edge (`lite_jax.gan_compression.spade_train`): the SPADE teacher (ngf 64,
   281.4G MACs, 93.0M params; 100+100 epochs, hinge GAN with a 2-scale spectral-instance D,
@@ -114,6 +125,9 @@ def _base() -> ml_collections.ConfigDict:
   c.student.ngf = 64  # super-network width: channel config (ngf,) * 8
   c.student.search_space = "channels-64-pix2pix"  # a reference space, or "48,32|48,32|..."
   c.student.dropout_rate = 0.0
+  # 'scratch' | 'pruned_teacher': the L1-pruned mobile teacher (the original pipeline; needs
+  # teacher.kind='mobile_resnet').
+  c.student.init = "scratch"
 
   c.discriminator = ml_collections.ConfigDict()
   c.discriminator.ndf = 128
@@ -128,6 +142,9 @@ def _base() -> ml_collections.ConfigDict:
   c.teacher_loss.lambda_identity = 0.5
   c.teacher_loss.pool_size = 50
 
+  # The original pipeline's fixed student at student.ngf, distilled before the super-network
+  # (which then starts from it); 0 epochs skips it, as Fast GAN Compression does.
+  c.student_train = _phase(1, 0, 0)
   c.distill = _phase(1, 200, 200)
   c.distill.restore_discriminator = False  # Fast GAN Compression trains D from scratch
   c.distill_loss = ml_collections.ConfigDict()
@@ -202,10 +219,10 @@ def _synthetic(c, tiny: bool):
                             "16,12,8|16,12,8|16,12,8|16,8|16,8|16,8|16,12,8|16,12,8")
   c.discriminator.ndf = 8 if tiny else 16
   c.discriminator.n_layers = 2 if tiny else 3  # the logits map stays at least 2x2
-  for phase in ("teacher_train", "distill", "finetune"):
+  for phase in ("teacher_train", "student_train", "distill", "finetune"):
     c[phase].log_every_steps = 2 if tiny else 25
     c[phase].checkpoint_every_steps = 4 if tiny else 200
-  c.teacher_train.batch_size = c.distill.batch_size = c.finetune.batch_size = 8 if tiny else 16
+    c[phase].batch_size = 8 if tiny else 16
   c.teacher_train.nepochs, c.teacher_train.nepochs_decay = (1, 1) if tiny else (4, 4)
   c.distill.nepochs, c.distill.nepochs_decay = (1, 1) if tiny else (4, 4)
   c.finetune.nepochs, c.finetune.nepochs_decay = 0, 0
@@ -301,9 +318,33 @@ def _gaugan_synthetic(c, tiny: bool):
   c.search.calibration_images = 8 if tiny else 64
 
 
+def _original_pipeline(c, *, teacher_ngf: int, student_ngf: int, student_epochs, space: str):
+  """The original GAN Compression pipeline over a Fast preset's task settings: a mobile
+  teacher, a fixed student at `student_ngf` initialised as the teacher's L1-pruned copy and
+  distilled (`student_epochs`, D from the teacher's), then the super-network from the student
+  (specs/gan_compression.md §2, per-task table)."""
+  c.teacher.kind, c.teacher.ngf = "mobile_resnet", teacher_ngf
+  c.student.ngf, c.student.search_space, c.student.init = student_ngf, space, "pruned_teacher"
+  c.student_train = _phase(c.distill.batch_size, *student_epochs)
+  c.distill.restore_discriminator = True  # the student's D starts as the teacher's
+
+
+# The original pipeline per task: teacher ngf, student ngf, epochs of teacher / student /
+# super-network / fine-tuning, and the search space (the reference's per-task scripts).
+_ORIGINAL = {
+    "cyclegan_horse2zebra": (64, 32, (100, 100), (100, 100), (200, 200), (0, 0), "channels-32"),
+    "pix2pix_edges2shoes": (64, 48, (5, 15), (5, 15), (10, 30), (5, 15), "channels-48"),
+    "pix2pix_cityscapes": (96, 48, (100, 150), (100, 150), (200, 300), (100, 150),
+                           "channels-48"),
+    "pix2pix_map2aerial": (96, 48, (100, 200), (100, 200), (200, 400), (100, 200),
+                           "channels-48"),
+}
+
+
 def presets() -> tuple[str, ...]:
   return ("demo", "tiny", "cyclegan_horse2zebra", "pix2pix_edges2shoes", "pix2pix_cityscapes",
-          "pix2pix_map2aerial", "gaugan_cityscapes", "gaugan_demo", "gaugan_tiny")
+          "pix2pix_map2aerial", *(f"{name}_gc" for name in _ORIGINAL), "gaugan_cityscapes",
+          "gaugan_demo", "gaugan_tiny")
 
 
 def get_config(preset: str = "demo") -> ml_collections.ConfigDict:
@@ -327,6 +368,15 @@ def get_config(preset: str = "demo") -> ml_collections.ConfigDict:
     _pix2pix(c, holdout=300, direction="BtoA", teacher=(1, 100, 200), distill=(1, 200, 400),
              finetune=(1, 100, 200), recon=10.0, distill_weight=0.01, budget=4.6e9,
              mutate_prob=0.4)
+  elif preset.endswith("_gc"):
+    c = get_config(preset[:-3])
+    teacher_ngf, student_ngf, teacher, student, supernet, finetune, space = _ORIGINAL[
+        preset[:-3]]
+    _original_pipeline(c, teacher_ngf=teacher_ngf, student_ngf=student_ngf,
+                       student_epochs=student, space=space)
+    for name, epochs in (("teacher_train", teacher), ("distill", supernet),
+                         ("finetune", finetune)):
+      c[name].nepochs, c[name].nepochs_decay = epochs
   elif preset == "gaugan_cityscapes":
     _gaugan(c)
   else:

@@ -253,9 +253,30 @@ def chosen_channels(config, workdir: str, check: Callable[[str], tuple[int, ...]
     return check(json.load(f)["channels"])
 
 
-def with_search_summary(result: dict[str, Any], searched: dict[str, Any] | None
-                        ) -> dict[str, Any]:
-  """A pipeline's result: the evaluation plus, when it searched, the search's score."""
+def has_epochs(phase: ml_collections.ConfigDict) -> bool:
+  """Whether a phase config trains at all (`nepochs + nepochs_decay > 0`)."""
+  return phase.nepochs + phase.nepochs_decay > 0
+
+
+def run_pipeline(config, workdir: str, modes: dict[str, Callable]) -> dict[str, Any]:
+  """Every phase of a pipeline in order, each resuming or skipped when already done: teacher,
+  distillation, search (unless `subnet.channels` picks the sub-network), fine-tuning (when
+  `finetune` has epochs), export, evaluation.
+
+  Args:
+    modes: the pipeline's phase functions by mode name (`train.MODES`, `spade_train.MODES`).
+
+  Returns:
+    The evaluation, plus the search's score, metric and candidate count when it searched.
+  """
+  check_weight_files(config)
+  modes["train_teacher"](config, workdir)
+  modes["distill"](config, workdir)
+  searched = None if config.subnet.channels else modes["search"](config, workdir)
+  if has_epochs(config.finetune):
+    modes["finetune"](config, workdir)
+  modes["export"](config, workdir)
+  result = modes["evaluate"](config, workdir)
   if searched is not None:
     result.update(search_score=searched["score"], search_metric=searched["metric"],
                   search_evaluated=searched["num_evaluated"])

@@ -83,6 +83,10 @@ def _check_task(config: ml_collections.ConfigDict) -> None:
   if config.task != "gaugan" or "gaugan" not in config:
     raise UserError(f"GauGAN training needs a GauGAN preset (gaugan_cityscapes, gaugan_demo, "
                     f"gaugan_tiny), got task {config.task!r} from preset {config.preset!r}.")
+  if config.student.init != "scratch" or phases.has_epochs(config.student_train):
+    raise UserError("the original pipeline's pruned, separately distilled student "
+                    "(student.init, student_train) exists for ResNet generators only; GauGAN "
+                    "follows Fast GAN Compression.")
 
 
 def image_size(config: ml_collections.ConfigDict) -> tuple[int, int]:
@@ -556,10 +560,6 @@ def finetune(config, workdir: str) -> dict[str, Any]:
           "steps": phase.total_steps, **phases.last_losses(phase.directory)}
 
 
-def _finetuned(config) -> bool:
-  return config.finetune.nepochs + config.finetune.nepochs_decay > 0
-
-
 def export(config, workdir: str) -> dict[str, Any]:
   """Writes the chosen sub-network as a standalone mobile SPADE generator
   (`<workdir>/export/`, read back by `standalone.load_generator`): the fine-tuned weights when
@@ -568,7 +568,7 @@ def export(config, workdir: str) -> dict[str, Any]:
   task = load_task(config, workdir)
   channels = chosen_channels(config, workdir)
   generator = compact_generator(config, channels)
-  if _finetuned(config):
+  if phases.has_epochs(config.finetune):
     like = _new_state(config, student(config, channels), config.finetune, 1, 2)  # the tree only
     weights = _generator_variables(phases.finished_state(os.path.join(workdir, "finetune"),
                                                          like, "finetune"))
@@ -640,16 +640,9 @@ def evaluate(config, workdir: str) -> dict[str, Any]:
 
 
 def pipeline(config, workdir: str) -> dict[str, Any]:
-  """Every phase in order (each resumes or is skipped when already done); returns the
-  evaluation, with the search result's score."""
-  phases.check_weight_files(config)
-  train_teacher(config, workdir)
-  distill(config, workdir)
-  searched = None if config.subnet.channels else search(config, workdir)
-  if _finetuned(config):
-    finetune(config, workdir)
-  export(config, workdir)
-  return phases.with_search_summary(evaluate(config, workdir), searched)
+  """Every phase in order (`phases.run_pipeline`); returns the evaluation with the search's
+  score."""
+  return phases.run_pipeline(config, workdir, MODES)
 
 
 MODES = {"train_teacher": train_teacher, "distill": distill, "search": search,

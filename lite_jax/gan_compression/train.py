@@ -2,6 +2,7 @@
 export -> evaluate, each phase resumable in its own folder of one workdir.
 
     <workdir>/teacher/     pix2pix (G + conditional D) or CycleGAN (G_A, G_B, D_A, D_B) training
+    <workdir>/student/     (original pipeline only) a fixed student distilled from the teacher
     <workdir>/supernet/    once-for-all distillation: a new sub-network sampled every step
     <workdir>/search.json  the chosen sub-network and every scored candidate (+ search.png)
     <workdir>/finetune/    the chosen sub-network trained on with the same losses
@@ -31,8 +32,8 @@ from flax import linen as nn
 from lite_jax import core
 from lite_jax.core.errors import UserError
 from lite_jax.gan_compression import discriminators as disc
-from lite_jax.gan_compression import (layers, models, phases, resnet, spade, spade_train,
-                                      standalone, subnet_search)
+from lite_jax.gan_compression import (layers, models, phases, pruning, resnet, spade,
+                                      spade_train, standalone, subnet_search)
 from data import gan_images
 
 # ---------------------------------------------------------------------------------------------
@@ -272,30 +273,68 @@ def trained_teacher(config, workdir: str, task) -> tuple[nn.Module, Any, Any]:
   return models.teacher_generator(config), state.generator["A"], state.discriminator["A"]
 
 
+STUDENT_PHASES = ("student", "supernet", "finetune")
+
+
 def _student_phase(config, workdir: str, task, name: str, channels=None,
                    init_from: phases.GanState | None = None) -> phases.Phase:
-  """`distill` (super-network, `channels=None`) or `finetune` (the sub-network at `channels`)."""
+  """One distillation phase of a mobile student (`STUDENT_PHASES`):
+
+  * `student`: the original pipeline's fixed student at the super-network's width, distilled
+    from the teacher before the super-network (`student_train`; skipped at 0 epochs, as in
+    Fast GAN Compression);
+  * `supernet`: once-for-all distillation (`distill`), sampling a sub-network every step,
+    from the trained student when there is one;
+  * `finetune`: the chosen sub-network at `channels`, from the super-network's slice.
+
+  `init_from` is the previous phase's finished state, whose generator (1x1 convs included) is
+  sliced to this phase's widths and whose D is continued. Without it, the generator starts
+  random or, with `student.init='pruned_teacher'`, as the L1-pruned mobile teacher
+  (`pruning`), and D random or the teacher's (`distill.restore_discriminator`).
+  """
+  if name not in STUDENT_PHASES:
+    raise ValueError(f"unknown student phase {name!r}")
+  if name != "finetune":
+    channels = None if name == "supernet" else models.super_channels(config)
   student = models.student(config, channels)
   teacher, teacher_params, teacher_d = trained_teacher(config, workdir, task)
   discriminator = models.discriminator(config)
-  phase = config.distill if name == "supernet" else config.finetune
+  phase = {"student": config.student_train, "supernet": config.distill,
+           "finetune": config.finetune}[name]
   steps_per_epoch, total = phases.phase_steps(phase, len(task.train1))
   keys = _keys(config, 2)
   g = _init(student, keys[0], _image_shape(config))
-  if init_from is not None:  # fine-tuning: the searched slice of the trained super-network
+  if init_from is not None:
     g = layers.slice_params(init_from.generator, g)
     d = init_from.discriminator
-  elif config.distill.restore_discriminator:
-    d = teacher_d  # The reference starts D from the teacher's (`--restore_D_path`).
   else:
-    d = _init(discriminator, keys[1], _d_input_shape(config))
-  space = models.search_space(config) if channels is None else None
+    if config.student.init == "pruned_teacher":
+      g = {**g, "generator": pruning.prune_mobile_resnet(
+          teacher_params, teacher, models.compact_generator(config, channels))}
+    elif config.student.init != "scratch":
+      raise UserError(f"student.init must be 'scratch' or 'pruned_teacher', got "
+                      f"{config.student.init!r}.")
+    if config.distill.restore_discriminator:
+      d = teacher_d  # The reference starts D from the teacher's (`--restore_D_path`).
+    else:
+      d = _init(discriminator, keys[1], _d_input_shape(config))
+  space = models.search_space(config) if name == "supernet" else None
   step_fn = make_distill_step(student, teacher, discriminator, config.distill_loss,
                               _paired(config), space)
-  state = phases.new_state(g, d, phase, steps_per_epoch, phases.state_key(config, 1))
+  state = phases.new_state(g, d, phase, steps_per_epoch,
+                           phases.state_key(config, 3 if name == "student" else 1))
   return phases.Phase(name, os.path.join(workdir, name), state, step_fn,
                       _stream(task, phase, config), steps_per_epoch, total, phase,
                       step_args=(teacher_params,))
+
+
+def _supernet_phase(config, workdir: str, task) -> phases.Phase:
+  """The super-network's phase, started from the trained fixed student when there is one."""
+  init_from = None
+  if phases.has_epochs(config.student_train):
+    student = _student_phase(config, workdir, task, "student")
+    init_from = phases.finished_state(student.directory, student.state, "student (distill)")
+  return _student_phase(config, workdir, task, "supernet", init_from=init_from)
 
 
 def train_teacher(config, workdir: str) -> dict[str, Any]:
@@ -313,9 +352,14 @@ def distill(config, workdir: str) -> dict[str, Any]:
   """Once-for-all distillation of the teacher into the super-network (resuming)."""
   task = load_task(config, workdir)
   mesh = phases.data_parallel_mesh(config)
-  phase = _student_phase(config, workdir, task, "supernet")
+  result = {"phase": "distill"}
+  if phases.has_epochs(config.student_train):  # the original pipeline: a fixed student first
+    student = _student_phase(config, workdir, task, "student")
+    phases.run_phase(student, mesh)
+    result["student_steps"] = student.total_steps
+  phase = _supernet_phase(config, workdir, task)
   phases.run_phase(phase, mesh)
-  return {"phase": "distill", "steps": phase.total_steps,
+  return {**result, "steps": phase.total_steps,
           "search_space_size": subnet_search.space_size(models.search_space(config)),
           **phases.last_losses(phase.directory), **_profile(models.compact_generator(config),
                                                             config)}
@@ -393,7 +437,7 @@ def _real_b(task, source, batch_size: int) -> np.ndarray:
 
 
 def _supernet_state(config, workdir: str, task) -> phases.GanState:
-  phase = _student_phase(config, workdir, task, "supernet")
+  phase = _supernet_phase(config, workdir, task)
   return phases.finished_state(phase.directory, phase.state, "super-network (distill)")
 
 
@@ -438,17 +482,13 @@ def finetune(config, workdir: str) -> dict[str, Any]:
           "steps": phase.total_steps, **phases.last_losses(phase.directory)}
 
 
-def _finetuned(config) -> bool:
-  return config.finetune.nepochs + config.finetune.nepochs_decay > 0
-
-
 def export(config, workdir: str) -> dict[str, Any]:
   """Writes the compact generator at the chosen config: `<workdir>/export/` holds
   `generator.json` (the generator's fields) and the sliced weights;
   `standalone.load_generator` reads it back without the super-network."""
   task = load_task(config, workdir)
   channels = chosen_channels(config, workdir)
-  if _finetuned(config):
+  if phases.has_epochs(config.finetune):
     source = phases.finished_state(os.path.join(workdir, "finetune"),
                             _finetune_phase(config, workdir, task, channels).state, "finetune")
     params = source.generator["generator"]
@@ -551,16 +591,9 @@ def _profile_gaugan(config) -> dict[str, Any]:
 
 
 def pipeline(config, workdir: str) -> dict[str, Any]:
-  """Every phase in order (each resumes or is skipped when already done); returns the
-  evaluation, with the search result's score."""
-  phases.check_weight_files(config)
-  train_teacher(config, workdir)
-  distill(config, workdir)
-  searched = None if config.subnet.channels else search(config, workdir)
-  if _finetuned(config):
-    finetune(config, workdir)
-  export(config, workdir)
-  return phases.with_search_summary(evaluate(config, workdir), searched)
+  """Every phase in order (`phases.run_pipeline`); returns the evaluation with the search's
+  score."""
+  return phases.run_pipeline(config, workdir, MODES)
 
 
 MODES = {"train_teacher": train_teacher, "distill": distill, "search": search,

@@ -129,7 +129,8 @@ def test_every_preset_and_flagfile_loads():
   with pytest.raises(core.UserError, match="unknown preset"):
     configs.get_config("horse2zebra")
   for name in ("cyclegan_horse2zebra", "pix2pix_edges2shoes", "pix2pix_cityscapes",
-               "pix2pix_map2aerial", "gaugan_cityscapes", "gan_compress_demo"):
+               "pix2pix_map2aerial", "gaugan_cityscapes", "gan_compress_demo",
+               "cyclegan_horse2zebra_gc", "pix2pix_edges2shoes_gc"):
     assert os.path.exists(f"experiments/flags/{name}.flags"), name
 
 

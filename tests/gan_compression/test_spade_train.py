@@ -169,10 +169,11 @@ def test_finetune_starts_from_the_supernet_slice_and_is_exported(run, tmp_path):
 def test_pipeline_fine_tunes_between_search_and_export_when_it_has_epochs(monkeypatch):
   calls = []
   for mode in ("train_teacher", "distill", "finetune", "export"):
-    monkeypatch.setattr(spade_train, mode, lambda c, w, mode=mode: calls.append(mode))
-  monkeypatch.setattr(spade_train, "search", lambda c, w: calls.append("search") or {
+    monkeypatch.setitem(spade_train.MODES, mode, lambda c, w, mode=mode: calls.append(mode))
+  monkeypatch.setitem(spade_train.MODES, "search", lambda c, w: calls.append("search") or {
       "score": 0.5, "metric": "l1", "num_evaluated": 3})
-  monkeypatch.setattr(spade_train, "evaluate", lambda c, w: calls.append("evaluate") or {})
+  monkeypatch.setitem(spade_train.MODES, "evaluate",
+                      lambda c, w: calls.append("evaluate") or {})
   config = configs.get_config("gaugan_tiny")
   spade_train.pipeline(config, "unused")
   assert calls == ["train_teacher", "distill", "search", "export", "evaluate"]
