@@ -1,4 +1,5 @@
-"""Label map -> image data for GauGAN (SPADE): a synthetic task and the user's Cityscapes.
+"""Label map -> image data for GauGAN (SPADE): a synthetic task, the user's Cityscapes and
+COCO-Stuff.
 
 `load_label_map_task(source, height=, width=, ...)` returns a `LabelMapTask` of random-access
 sources (sequences of dicts of numpy arrays, so training batches are a pure function of (seed,
@@ -24,6 +25,10 @@ Sources:
   instance maps as their PNG bytes (instance maps are 16-bit, which tfds's numpy image decoder
   cannot read without OpenCV), decoded with PIL at load time. The test split is `val` (500
   images), as the reference's.
+* `coco:PATH`: the user's COCO-Stuff in the layout the SPADE / GAN Compression loaders read
+  (`{train,val}_img/*.jpg`, `{train,val}_label/*.png` with the 182 stuff+thing ids and 255
+  unlabeled, `{train,val}_inst/*.png` instance maps), paired by file stem, built once the
+  same way (`CocoStuffLabelMaps`). The test split is `val`.
 
 What matches the reference (`data/cityscapes_dataset.py`, `data/spade_dataset.py`,
 `models/spade_model.py`): files sorted by path and paired by their `<city>_<seq>_<frame>`
@@ -31,7 +36,9 @@ prefix; `label_nc` 35 label ids; images resized to 512x256 (`scale_width` to 512
 label and instance maps nearest; a random horizontal flip when training, none when testing;
 images to [-1, 1]; the instance edge map of `get_edges` (a pixel is an edge when a 4-neighbour
 has another instance id), computed after resizing and flipping; label 255 is the dontcare
-label `label_nc` (on the device). Deviations: the reference's `train1` / `train2` meta files
+label `label_nc` (on the device). COCO-Stuff (`data/coco_dataset.py`): `label_nc` 182 with the
+dontcare label, training maps resized to `load_size` (286) square and randomly cropped to 256,
+test maps resized to 256. Deviations: the reference's `train1` / `train2` meta files
 are replaced by a seeded permutation (`holdout` images, 200 for Cityscapes as its
 `train2.meta`); every image is resized to exactly `height x width` (the same as `scale_width`
 for Cityscapes' 2:1 images).
@@ -58,6 +65,7 @@ from lite_jax.core.errors import UserError
 Example = dict[str, Any]
 CITYSCAPES_LABELS = 35  # label ids 0..33 in gtFine labelIds, as the reference's label_nc 35
 CITYSCAPES_SPLITS = ("train", "val")
+COCO_STUFF_LABELS = 182  # stuff + thing ids 0..181 of the stuffthingmaps; 255 = unlabeled
 
 # ---------------------------------------------------------------------------------------------
 # Synthetic label maps.
@@ -195,12 +203,42 @@ def decode_ids(encoded: bytes) -> np.ndarray:
   return ids if ids.dtype == np.uint8 else ids.astype(np.int32)
 
 
-class CityscapesLabelMaps(tfds.core.GeneratorBasedBuilder, skip_registration=True):
-  """Cityscapes `train` / `val`: RGB image, labelIds and instanceIds PNGs, file name."""
+def coco_stuff_files(root: str, split: str) -> list[tuple[str, str, str]]:
+  """`(image, label, instance)` paths of one COCO-Stuff split (`train`, `val`), paired by
+  file stem and sorted."""
+  folders = {kind: os.path.join(root, f"{split}_{kind}") for kind in ("img", "label", "inst")}
+  for folder in folders.values():
+    if not os.path.isdir(folder):
+      raise UserError(f"COCO-Stuff folder {folder!r} is missing; pass the folder holding "
+                      f"{split}_img/, {split}_label/ and {split}_inst/.")
+  stems = {}
+  for kind, folder in folders.items():
+    suffixes = (".jpg", ".jpeg", ".png") if kind == "img" else (".png",)
+    stems[kind] = {os.path.splitext(name)[0]: os.path.join(folder, name)
+                   for name in os.listdir(folder) if name.lower().endswith(suffixes)}
+  images = stems["img"]
+  if not images:
+    raise UserError(f"COCO-Stuff folder {folders['img']!r} holds no images.")
+  for kind in ("label", "inst"):
+    missing = sorted(set(images) ^ set(stems[kind]))
+    if missing:
+      raise UserError(f"COCO-Stuff {split} images and {split}_{kind} files do not pair up: "
+                      f"{len(missing)} stem(s) in only one of them, e.g. {missing[0]!r}.")
+  return [(images[k], stems["label"][k], stems["inst"][k]) for k in sorted(images)]
 
-  name = "cityscapes_label_maps"
+
+class _LabelMapFolder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+  """A folder of (RGB image, label ids PNG, instance ids PNG) triples per split -> ArrayRecord.
+
+  Subclasses set `name`, `SPLITS`, `MANUAL_DOWNLOAD_INSTRUCTIONS` and `files(root, split)`.
+  """
+
   VERSION = tfds.core.Version("1.0.0")
-  MANUAL_DOWNLOAD_INSTRUCTIONS = "Pass the Cityscapes folder holding leftImg8bit/ and gtFine/."
+  SPLITS: tuple[str, ...] = ()
+
+  @staticmethod
+  def files(root: str, split: str) -> list[tuple[str, str, str]]:
+    raise NotImplementedError
 
   def _info(self) -> tfds.core.DatasetInfo:
     return tfds.core.DatasetInfo(builder=self, features=tfds.features.FeaturesDict({
@@ -212,8 +250,8 @@ class CityscapesLabelMaps(tfds.core.GeneratorBasedBuilder, skip_registration=Tru
 
   def _split_generators(self, dl_manager):
     root = os.fspath(dl_manager.manual_dir)
-    return {split: self._generate_examples(root, cityscapes_files(root, split))
-            for split in CITYSCAPES_SPLITS}
+    return {split: self._generate_examples(root, self.files(root, split))
+            for split in self.SPLITS}
 
   def _generate_examples(self, root: str, files: list[tuple[str, str, str]]):
     for image, label, instance in files:
@@ -222,15 +260,36 @@ class CityscapesLabelMaps(tfds.core.GeneratorBasedBuilder, skip_registration=Tru
                    "instance": _png_bytes(instance), "file_name": name}
 
 
+class CityscapesLabelMaps(_LabelMapFolder, skip_registration=True):
+  """Cityscapes `train` / `val`: RGB image, labelIds and instanceIds PNGs, file name."""
+
+  name = "cityscapes_label_maps"
+  SPLITS = CITYSCAPES_SPLITS
+  MANUAL_DOWNLOAD_INSTRUCTIONS = "Pass the Cityscapes folder holding leftImg8bit/ and gtFine/."
+  files = staticmethod(cityscapes_files)
+
+
+class CocoStuffLabelMaps(_LabelMapFolder, skip_registration=True):
+  """COCO-Stuff `train` / `val`: RGB image, stuff+thing label PNG, instance PNG, file name."""
+
+  name = "coco_stuff_label_maps"
+  SPLITS = ("train", "val")
+  MANUAL_DOWNLOAD_INSTRUCTIONS = ("Pass the COCO-Stuff folder holding train_img/, train_label/, "
+                                  "train_inst/, val_img/, val_label/ and val_inst/.")
+  files = staticmethod(coco_stuff_files)
+
+
 def _decode_record(record: Example) -> Example:
   return {"label": decode_ids(record["label"]), "instance": decode_ids(record["instance"]),
           "image": record["image"]}
 
 
-def _cityscapes(root: str, data_dir: str | None) -> tuple[Sequence[Example], Sequence[Example]]:
-  splits = gan_images.prepare_folder(CityscapesLabelMaps, root, data_dir).as_data_source()
-  train, val = (gan_images.Mapped(splits[s], _decode_record) for s in CITYSCAPES_SPLITS)
-  return train, val
+def _folder_splits(builder: type[_LabelMapFolder], root: str, data_dir: str | None
+                   ) -> tuple[Sequence[Example], Sequence[Example]]:
+  """`(train, test)` of a label-map folder, built into ArrayRecord once."""
+  splits = gan_images.prepare_folder(builder, root, data_dir).as_data_source()
+  train, test = (gan_images.Mapped(splits[s], _decode_record) for s in builder.SPLITS)
+  return train, test
 
 
 def subset(examples: Sequence[Example], indices: Sequence[int]) -> Sequence[Example]:
@@ -246,10 +305,19 @@ def subset(examples: Sequence[Example], indices: Sequence[int]) -> Sequence[Exam
 @dataclasses.dataclass(frozen=True)
 class Preprocess:
   """Every map and image is resized to `height x width` (labels and instances nearest, images
-  bicubic); `flip`: random horizontal flips when training."""
+  bicubic). With `load_size`, training examples are resized to `load_size` square instead and
+  a random `height x width` crop is taken (the reference's `resize_and_crop`; test examples
+  are still resized to `height x width`). `flip`: random horizontal flips when training."""
   height: int
   width: int
   flip: bool = True
+  load_size: int = 0
+
+  def __post_init__(self):
+    if self.load_size and self.load_size < max(self.height, self.width):
+      raise UserError(f"load_size {self.load_size} is smaller than the {self.height}x"
+                      f"{self.width} crop; use at least {max(self.height, self.width)} (or 0: "
+                      f"no crop).")
 
 
 def _resize_nearest(ids: np.ndarray, height: int, width: int) -> np.ndarray:
@@ -261,13 +329,19 @@ def _resize_nearest(ids: np.ndarray, height: int, width: int) -> np.ndarray:
   return np.asarray(resized)
 
 
-def transform(example: Example, preprocess: Preprocess, flip: bool = False) -> Example:
+def transform(example: Example, preprocess: Preprocess, flip: bool = False,
+              crop: tuple[int, int] | None = None) -> Example:
   """An example -> `{"label": [H, W] int32, "edge": [H, W] float32, "image": [H, W, 3]
-  float32 in [-1, 1]}`, flipped horizontally when `flip`."""
+  float32 in [-1, 1]}`, flipped horizontally when `flip`. With `crop = (top, left)`, the
+  example is resized to `load_size` square and cut at that corner (training only)."""
   h, w = preprocess.height, preprocess.width
-  label = _resize_nearest(example["label"], h, w).astype(np.int32)
-  instance = _resize_nearest(example["instance"], h, w)
-  image = gan_images.to_unit_range(gan_images.resize_bicubic(example["image"], h, w))
+  size = (preprocess.load_size,) * 2 if crop is not None else (h, w)
+  label = _resize_nearest(example["label"], *size).astype(np.int32)
+  instance = _resize_nearest(example["instance"], *size)
+  image = gan_images.to_unit_range(gan_images.resize_bicubic(example["image"], *size))
+  if crop is not None:
+    window = (slice(crop[0], crop[0] + h), slice(crop[1], crop[1] + w))
+    label, instance, image = label[window], instance[window], image[window]
   if flip:
     label, instance, image = label[:, ::-1], instance[:, ::-1], image[:, ::-1]
   return {"label": np.ascontiguousarray(label), "edge": instance_edges(instance),
@@ -276,8 +350,14 @@ def transform(example: Example, preprocess: Preprocess, flip: bool = False) -> E
 
 def train_transform(example: Example, rng: np.random.Generator,
                     preprocess: Preprocess) -> Example:
-  """Training preprocessing: `transform` with a random flip (if `preprocess.flip`)."""
-  return transform(example, preprocess, flip=preprocess.flip and rng.random() > 0.5)
+  """Training preprocessing: `transform` with a random crop (if `preprocess.load_size`) and a
+  random flip (if `preprocess.flip`)."""
+  crop = None
+  if preprocess.load_size:
+    margin = preprocess.load_size
+    crop = (int(rng.integers(0, margin - preprocess.height + 1)),
+            int(rng.integers(0, margin - preprocess.width + 1)))
+  return transform(example, preprocess, flip=preprocess.flip and rng.random() > 0.5, crop=crop)
 
 
 def train_batches(examples: Sequence[Example], preprocess: Preprocess, *, batch_size: int,
@@ -365,15 +445,17 @@ class LabelMapTask:
 
 def load_label_map_task(source: str, *, height: int, width: int, data_dir: str | None = None,
                         flip: bool = True, holdout: int = 0, seed: int = 0,
-                        synthetic_train: int = 1000, synthetic_test: int = 100
-                        ) -> LabelMapTask:
+                        synthetic_train: int = 1000, synthetic_test: int = 100,
+                        load_size: int = 0) -> LabelMapTask:
   """The sources of a label map -> image task.
 
   Args:
-    source: `synthetic` or `cityscapes:PATH`.
-    height, width: network input size (Cityscapes: 256 x 512).
-    data_dir: where the Cityscapes ArrayRecord copy is built and read (tfds's default if None).
+    source: `synthetic`, `cityscapes:PATH` or `coco:PATH`.
+    height, width: network input size (Cityscapes: 256 x 512; COCO-Stuff: 256 x 256).
+    data_dir: where the ArrayRecord copy of a folder is built and read (tfds's default if None).
     flip: random horizontal flips of training examples.
+    load_size: training resize before a random `height x width` crop (COCO-Stuff: 286); 0
+      resizes straight to `height x width`.
     holdout: size of `train2`, the search's held-out split (the reference's: Cityscapes 200).
     seed: the data seed: synthetic scenes and the held-out split (not the training order).
     synthetic_train, synthetic_test: synthetic split sizes.
@@ -384,11 +466,14 @@ def load_label_map_task(source: str, *, height: int, width: int, data_dir: str |
     test = SyntheticLabelMaps(synthetic_test, (seed, 1), height=height, width=width)
     num_labels = len(SYNTHETIC_CLASSES)
   elif kind == "cityscapes" and argument:
-    train, test = _cityscapes(argument, data_dir)
+    train, test = _folder_splits(CityscapesLabelMaps, argument, data_dir)
     num_labels = CITYSCAPES_LABELS
+  elif kind == "coco" and argument:
+    train, test = _folder_splits(CocoStuffLabelMaps, argument, data_dir)
+    num_labels = COCO_STUFF_LABELS
   else:
-    raise UserError(f"unknown label map source {source!r}; use synthetic or "
-                    f"cityscapes:/path/to/cityscapes.")
+    raise UserError(f"unknown label map source {source!r}; use synthetic, "
+                    f"cityscapes:/path/to/cityscapes or coco:/path/to/cocostuff.")
   if not 0 <= holdout < len(train):
     raise UserError(f"holdout must be in 0..{len(train) - 1} (the training set has {len(train)} "
                     f"examples), got {holdout}.")
@@ -396,4 +481,5 @@ def load_label_map_task(source: str, *, height: int, width: int, data_dir: str |
   return LabelMapTask(train=train, test=test,
                       train1=subset(train, np.sort(order[holdout:])),
                       train2=subset(train, np.sort(order[:holdout])),
-                      preprocess=Preprocess(height, width, flip), num_labels=num_labels)
+                      preprocess=Preprocess(height, width, flip, load_size),
+                      num_labels=num_labels)

@@ -128,7 +128,7 @@ def load_task(config: ml_collections.ConfigDict, workdir: str) -> label_maps.Lab
       d.source, height=height, width=width,
       data_dir=d.tfds_data_dir or os.path.join(workdir, "tfds"), flip=d.flip,
       holdout=d.holdout, seed=d.seed, synthetic_train=d.synthetic_train,
-      synthetic_test=d.synthetic_test)
+      synthetic_test=d.synthetic_test, load_size=config.gaugan.load_size)
   if config.gaugan.label_nc < task.num_labels:
     raise UserError(f"gaugan.label_nc is {config.gaugan.label_nc} but {d.source} has "
                     f"{task.num_labels} label ids; set it to {task.num_labels}.")

@@ -1,4 +1,4 @@
-"""data/label_maps.py: the synthetic label-map task, the Cityscapes tfds builder (read back
+"""data/label_maps.py: the synthetic label-map task, the Cityscapes and COCO-Stuff tfds builders (read back
 through `tfds.data_source` without TensorFlow), the reference's preprocessing and instance
 edges, the held-out split, the step-addressable training stream and the user errors."""
 
@@ -202,3 +202,78 @@ def test_cityscapes_errors_name_the_problem(tmp_path):
   Image.fromarray(np.zeros((32, 64, 3), np.uint8)).save(label)
   with pytest.raises(UserError, match="must be a one-channel PNG"):
     load(root)
+
+
+# ---------------------------------------------------------------------------------------------
+# COCO-Stuff and resize-and-crop.
+# ---------------------------------------------------------------------------------------------
+
+
+def test_training_crop_resizes_to_load_size_then_cuts_the_same_window():
+  rng = np.random.default_rng(2)
+  example = {"label": rng.integers(0, 182, (40, 56), dtype=np.uint8),
+             "instance": rng.integers(0, 5, (40, 56)).astype(np.int32),
+             "image": rng.integers(0, 256, (40, 56, 3), dtype=np.uint8)}
+  crop = lm.Preprocess(32, 32, flip=False, load_size=36)
+  out = lm.transform(example, crop, crop=(3, 1))
+  square = lm.transform(example, lm.Preprocess(36, 36, flip=False))
+  np.testing.assert_array_equal(out["label"], square["label"][3:35, 1:33])
+  np.testing.assert_array_equal(out["image"], square["image"][3:35, 1:33])
+  # Edges come from the cropped instance map: a window border is no edge.
+  nearest = np.asarray(Image.fromarray(example["instance"]).resize((36, 36), Image.NEAREST))
+  np.testing.assert_array_equal(out["edge"], lm.instance_edges(nearest[3:35, 1:33]))
+  windows = {lm.train_transform(example, np.random.default_rng(s), crop)["label"].tobytes()
+             for s in range(8)}
+  assert len(windows) > 1  # random offsets
+  assert lm.transform(example, crop)["label"].shape == (32, 32)  # test: plain resize
+  with pytest.raises(UserError, match="load_size 30 is smaller"):
+    lm.Preprocess(32, 32, load_size=30)
+
+
+def _write_coco(root, rng) -> dict[str, list[dict[str, np.ndarray]]]:
+  """A tiny COCO-Stuff tree; images as PNG (the loader takes .jpg or .png) so that they
+  round-trip exactly."""
+  written = {}
+  for split, stems in (("train", ["000000000009", "000000000025", "000000000030"]),
+                       ("val", ["000000000139", "000000000285"])):
+    written[split] = []
+    for stem in stems:
+      image = rng.integers(0, 256, (24, 20, 3), dtype=np.uint8)
+      label = rng.choice(np.array([0, 5, 181, 255], np.uint8), (24, 20))
+      instance = rng.integers(0, 4, (24, 20), dtype=np.uint8)
+      for kind, array in (("img", image), ("label", label), ("inst", instance)):
+        os.makedirs(os.path.join(root, f"{split}_{kind}"), exist_ok=True)
+        Image.fromarray(array).save(os.path.join(root, f"{split}_{kind}", f"{stem}.png"))
+      written[split].append({"image": image, "label": label, "instance": instance})
+  return written
+
+
+def test_coco_stuff_builds_and_pairs_by_stem(tmp_path):
+  root = str(tmp_path / "coco")
+  written = _write_coco(root, np.random.default_rng(0))
+  task = lm.load_label_map_task(f"coco:{root}", height=16, width=16,
+                                data_dir=str(tmp_path / "tfds"), holdout=1, load_size=18)
+  assert (len(task.train), len(task.test), task.num_labels) == (3, 2, 182)
+  for split, source in (("train", task.train), ("val", task.test)):
+    for i, expected in enumerate(written[split]):
+      for key in ("image", "label", "instance"):
+        np.testing.assert_array_equal(source[i][key], expected[key])
+  batch = next(iter(lm.train_batches(task.train1, task.preprocess, batch_size=2, seed=0)))
+  assert batch["label"].shape == (2, 16, 16) and batch["image"].shape == (2, 16, 16, 3)
+  assert set(np.unique(batch["label"])) <= {0, 5, 181, 255}  # 255: dontcare, kept for the device
+
+
+def test_coco_stuff_errors_name_the_problem(tmp_path):
+  root = tmp_path / "coco"
+  _write_coco(str(root), np.random.default_rng(0))
+  load = lambda: lm.load_label_map_task(f"coco:{root}", height=16, width=16,
+                                        data_dir=str(tmp_path / "tfds"))
+  os.rename(root / "val_inst", root / "val_instances")
+  with pytest.raises(UserError, match="val_inst' is missing"):
+    load()
+  os.rename(root / "val_instances", root / "val_inst")
+  os.rename(root / "train_label" / "000000000025.png", root / "train_label" / "000000000026.png")
+  with pytest.raises(UserError, match="train_label files do not pair up: 2 stem"):
+    load()
+  with pytest.raises(UserError, match="coco:/path/to/cocostuff"):
+    lm.load_label_map_task("coco:", height=16, width=16)

@@ -130,7 +130,7 @@ def test_every_preset_and_flagfile_loads():
     configs.get_config("horse2zebra")
   for name in ("cyclegan_horse2zebra", "pix2pix_edges2shoes", "pix2pix_cityscapes",
                "pix2pix_map2aerial", "gaugan_cityscapes", "gan_compress_demo",
-               "cyclegan_horse2zebra_gc", "pix2pix_edges2shoes_gc"):
+               "cyclegan_horse2zebra_gc", "pix2pix_edges2shoes_gc", "gaugan_coco"):
     assert os.path.exists(f"experiments/flags/{name}.flags"), name
 
 
@@ -149,6 +149,11 @@ def test_launcher_profiles_the_reference_models():
   done = _launch("--flagfile=experiments/flags/gaugan_cityscapes.flags", "--mode=profile")
   result = json.loads(done.stdout.strip().splitlines()[-1])
   assert result["macs"] == pytest.approx(281.4e9, rel=1e-3)
+  config = configs.get_config("gaugan_coco")  # README: 191.2G / 97.5M
+  config.subnet.channels = "40_32_32_40_32_40_24_24"  # the Fast COCO result, within 36e9
+  result = train.profile(config)
+  assert (result["teacher_macs"], result["teacher_params"]) == (191_180_570_624, 97_480_899)
+  assert result["macs"] <= config.search.budget_macs
 
 
 @pytest.mark.parametrize("args, message", [
