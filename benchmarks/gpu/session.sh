@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Run THERE, on the lent GPU machine, as the `run` command (carry: [".whl"]):
-#   bash benchmarks/gpu/session.sh tests pvcnn lite_transformer      # first call, ~9 minutes
-#   bash benchmarks/gpu/session.sh gan_compression leakage           # second call, ~6 minutes
+#   bash benchmarks/gpu/session.sh tests pvcnn lite_transformer      # first call, <= 7.5 minutes
+#   bash benchmarks/gpu/session.sh gan_compression leakage           # second call, <= 4 minutes
 # Each stage runs under its own time cap, so one slow stage cannot eat the others' time, and
 # writes its JSON lines and log under $OUT (they come back even when a stage is cut off).
-# Copy the numbers with the device name into benchmarks/RESULTS.md.
+# The caps add up to ~11.5 minutes, which with the machine's start fits the 15 minutes of
+# device time a session gets. Copy the numbers with the device name into benchmarks/RESULTS.md.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 out="${OUT:-gpu_results}"
@@ -30,12 +31,12 @@ stage() {  # stage NAME CAP_SECONDS COMMAND...
 
 for what in "$@"; do
   case "$what" in
-    tests) stage gpu_tests 150 python3 -m pytest -q -m gpu -p no:cacheprovider tests/kernels ;;
-    pvcnn) stage pvcnn_kernels 200 python3 -m benchmarks.pvcnn --only=kernels
-           stage pvcnn_models 100 python3 -m benchmarks.pvcnn --only=models ;;
-    lite_transformer) stage lite_transformer 170 python3 benchmarks/lite_transformer.py ;;
-    gan_compression) stage gan_compression 170 python3 -m benchmarks.gan_compression ;;
-    leakage) stage leakage 170 python3 -m benchmarks.leakage ;;
+    tests) stage gpu_tests 100 python3 -m pytest -q -m gpu -p no:cacheprovider tests/kernels ;;
+    pvcnn) stage pvcnn_kernels 150 python3 -m benchmarks.pvcnn --only=kernels
+           stage pvcnn_models 60 python3 -m benchmarks.pvcnn --only=models ;;
+    lite_transformer) stage lite_transformer 130 python3 benchmarks/lite_transformer.py ;;
+    gan_compression) stage gan_compression 120 python3 -m benchmarks.gan_compression ;;
+    leakage) stage leakage 120 python3 -m benchmarks.leakage ;;
     *) echo "unknown stage $what (tests, pvcnn, lite_transformer, gan_compression, leakage)"
        exit 2 ;;
   esac
