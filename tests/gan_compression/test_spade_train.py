@@ -312,3 +312,30 @@ def test_user_errors(tmp_path):
     spade_train.search_space(config)
   with pytest.raises(core.UserError, match="no teacher checkpoint"):
     spade_train.distill(configs.get_config("gaugan_tiny"), str(tmp_path))
+
+
+def test_coco_preset_reads_coco_stuff_with_random_crops_and_dontcare(tmp_path):
+  """`gaugan_coco`'s data path on a 3-image COCO-Stuff folder: 286 -> 256 training crops (here
+  36 -> 32), label 255 as the extra dontcare channel, 182 + 1 + 1 semantic channels."""
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(0)
+  root = tmp_path / "coco"
+  for split in ("train", "val"):
+    for i in range(3):
+      for kind, array in (("img", rng.integers(0, 256, (40, 48, 3), dtype=np.uint8)),
+                          ("label", rng.choice(np.array([3, 181, 255], np.uint8), (40, 48))),
+                          ("inst", rng.integers(0, 3, (40, 48), dtype=np.uint8))):
+        (root / f"{split}_{kind}").mkdir(parents=True, exist_ok=True)
+        Image.fromarray(array).save(root / f"{split}_{kind}" / f"{i:012d}.png")
+  config = configs.get_config("gaugan_coco")
+  config.data.source, config.data.holdout = f"coco:{root}", 1
+  config.data.crop_size, config.gaugan.load_size = 32, 36
+  task = spade_train.load_task(config, str(tmp_path))
+  assert task.preprocess == label_maps.Preprocess(32, 32, True, 36) and task.num_labels == 182
+  config.teacher_train.batch_size = 2
+  batch = spade_train._stream(task, config.teacher_train, config)[0]
+  seg = spade_train.semantic_input(jnp.asarray(batch["label"]), jnp.asarray(batch["edge"]),
+                                   config)
+  assert seg.shape == (2, 32, 32, 184)
+  np.testing.assert_array_equal(seg[..., 182], batch["label"] == 255)  # dontcare channel
+  np.testing.assert_array_equal(seg[..., 181], batch["label"] == 181)
