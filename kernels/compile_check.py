@@ -33,7 +33,7 @@ from typing import Any, Callable, Sequence
 
 import jax
 import jax.numpy as jnp
-from absl import app, flags
+from absl import app, flags, logging
 
 from kernels import _dispatch
 from kernels import devoxelize as devox
@@ -247,9 +247,17 @@ def main(argv: Sequence[str]) -> None:
   tiling = None
   if _TILING.value:
     tiling = vox.Tiling.parse(_TILING.value)
-  if _PLATFORM.value == "gpu" and lowering_needs_compiler() and not triton_compiler_available():
-    raise app.UsageError("this jaxlib compiles Triton while lowering: install "
-                         "jax-cuda12-plugin matching jaxlib and run with JAX_PLATFORMS=cpu.")
+  if _PLATFORM.value == "gpu":
+    compiler = triton_compiler_available()
+    if lowering_needs_compiler() and not compiler:
+      raise app.UsageError("this jaxlib compiles Triton while lowering: install "
+                           "jax-cuda12-plugin matching jaxlib and run with JAX_PLATFORMS=cpu.")
+    if not compiler:
+      logging.warning("lowering only: no Triton compiler registered, so no PTX (install "
+                      "jax-cuda12-plugin matching jaxlib; run with JAX_PLATFORMS=cpu).")
+    elif not find_ptxas():
+      logging.warning("PTX only: no ptxas found for registers and spills (pip install "
+                      "nvidia-cuda-nvcc-cu12, or set $PTXAS).")
   for record in check(DEFAULT_CASES, tiling, _ARCH.value, platform=_PLATFORM.value):
     print(json.dumps(record), flush=True)
 
