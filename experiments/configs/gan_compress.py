@@ -64,8 +64,9 @@ Presets (`--config=experiments/configs/gan_compress.py:PRESET`, or a flagfile th
   64x32, no VGG loss (it needs the weights file) and D from scratch: a SPADE teacher (ngf 8,
   72.6M MACs) -> ngf-8 super-network -> evolution under 15M MACs, scored by L1 to the real
   held-out images; writes `compare.png` (label map | teacher | compressed | real) and
-  `search.png`. About 4 minutes on 2 CPU cores; expect test L1 / PSNR ~0.14 / 18.7 dB for the
-  teacher and ~0.16 / 18.3 dB for a ~5x smaller sub-network. No fine-tuning unless asked
+  `search.png`. About 4 minutes on 2 CPU cores; one run gave test L1 / PSNR 0.111 / 20.3 dB for the
+  teacher (trained with spectral norm) and 0.143 / 18.5 dB for `4_8_4_4_4_4_4_6`, 5.2x
+  smaller. No fine-tuning unless asked
   (`--config.finetune.nepochs=N`: N epochs of the chosen sub-network before export).
     python -m experiments.gan_compress --config=experiments/configs/gan_compress.py:gaugan_demo \
         --workdir=runs/gaugan_demo
@@ -266,6 +267,7 @@ def _gaugan(c):
   c.gaugan.teacher = "spade"  # 'spade' (Fast: the original) | 'mobile_spade' (GAN Compression)
   c.gaugan.vgg_weights = ""  # path to torchvision's vgg19-dcbb9e9d.pth (or its .npz)
   c.gaugan.load_size = 0  # training resize before a random crop (COCO: 286); 0 = no crop
+  c.gaugan.teacher_spectral_norm = True  # as the reference trains its teacher G
   c.student.ngf = 64  # Fast trains a ngf-64 super-network from scratch (GAN Compression: 48)
   c.student.search_space = "channels-64"
   c.discriminator.ndf = 64

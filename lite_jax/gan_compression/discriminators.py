@@ -3,12 +3,8 @@
 GauGAN's discriminators use `norm="spectral_instance"` (the reference's `spectralinstance`):
 every normalized conv is spectrally normalized, loses its bias (instance norm cancels it) and
 is followed by an affine-free instance norm; the first conv and the logits conv are plain.
-Spectral norm follows `torch.nn.utils.spectral_norm`: the kernel, seen as the matrix
-`[out, k * k * in]`, is divided by `sigma = u^T W v`, where the unit vectors `u` and `v` live in
-the `spectral` collection and advance by one power iteration per call with
-`update_stats=True` (PyTorch iterates on every forward of a module in training mode, and
-GauGAN's D never leaves it). The matrix is PyTorch's `weight.view(out, -1)` up to a column
-permutation, which leaves its singular values (and `u`) unchanged.
+Spectral norm is `layers.SpectralConv` (`torch.nn.utils.spectral_norm`); D advances its power
+iteration on every call with `update_stats=True` (GauGAN's D never leaves training mode).
 """
 
 from __future__ import annotations
@@ -27,42 +23,7 @@ GAN_MODES = ("lsgan", "hinge", "vanilla")
 NORMS = ("instance", "none", "spectral_instance")
 
 
-def _unit(v: jax.Array, eps: float = 1e-12) -> jax.Array:
-  """`F.normalize`: `v / max(|v|, eps)`."""
-  return v / jnp.maximum(jnp.linalg.norm(v), eps)
-
-
-class SpectralConv(nn.Module):
-  """`spectral_norm(nn.Conv2d(..., bias=False))`: a conv whose kernel is divided by its
-  estimated largest singular value (see the module docstring).
-
-  Variables: `params/kernel: [k, k, in, features]`; `spectral/u: [features]` and
-  `spectral/v: [k * k * in]`, random unit vectors at init (as PyTorch's).
-  """
-  features: int
-  kernel_size: int
-  strides: int = 1
-  padding: int = 0
-  dtype: Any = jnp.float32
-
-  @nn.compact
-  def __call__(self, x: jax.Array, update_stats: bool = False) -> jax.Array:
-    """`x: [batch, h, w, in]` -> `[batch, h', w', features]`; `update_stats` runs one power
-    iteration first (call with `mutable=["spectral"]`)."""
-    k = self.kernel_size
-    kernel = self.param("kernel", layers.weight_init, (k, k, x.shape[-1], self.features))
-    matrix = kernel.reshape(-1, self.features).T  # [out, k * k * in]
-    draw = lambda size: _unit(jax.random.normal(self.make_rng("params"), (size,)))
-    u = self.variable("spectral", "u", draw, self.features)
-    v = self.variable("spectral", "v", draw, matrix.shape[1])
-    if update_stats and not self.is_initializing():
-      w = jax.lax.stop_gradient(matrix)
-      v.value = _unit(w.T @ u.value)
-      u.value = _unit(w @ v.value)
-    sigma = u.value @ matrix @ v.value
-    return jax.lax.conv_general_dilated(
-        x, (kernel / sigma).astype(self.dtype), (self.strides,) * 2,
-        [(self.padding, self.padding)] * 2, dimension_numbers=("NHWC", "HWIO", "NHWC"))
+SpectralConv = layers.SpectralConv  # GauGAN's D convs (no bias: instance norm follows)
 
 
 class PatchDiscriminator(nn.Module):
@@ -107,7 +68,7 @@ class PatchDiscriminator(nn.Module):
 
     def normed_conv(h, features, stride, name):
       if self.norm == "spectral_instance":
-        return SpectralConv(features, 4, stride, self.padding, self.dtype, name=name)(
+        return SpectralConv(features, 4, stride, self.padding, dtype=self.dtype, name=name)(
             h, update_stats)
       return conv(features, stride, name)(h)
 

@@ -68,6 +68,82 @@ def apply_mask(x: jax.Array, mask: jax.Array | None) -> jax.Array:
   return x if mask is None else x * mask.astype(x.dtype)
 
 
+def _unit(v: jax.Array, eps: float = 1e-12) -> jax.Array:
+  """`F.normalize`: `v / max(|v|, eps)`."""
+  return v / jnp.maximum(jnp.linalg.norm(v), eps)
+
+
+class SpectralConv(nn.Module):
+  """`torch.nn.utils.spectral_norm(nn.Conv2d(...))`: the kernel, seen as the matrix
+  `W = [out, k * k * in]`, is divided by `sigma = u^T W v`, where the unit vectors `u` and `v`
+  live in the `spectral` collection and advance by one power iteration per call with
+  `update_stats=True` (PyTorch iterates on every forward in training mode). `W` is PyTorch's
+  `weight.view(out, -1)` up to a column permutation, which leaves its singular values (and `u`)
+  unchanged.
+
+  Variables: `params/kernel: [k, k, in, features]` (and `params/bias: [features]`), as
+  `nn.Conv`'s; `spectral/u: [features]` and `spectral/v: [k * k * in]`, random unit vectors
+  at init (as PyTorch's). `remove_spectral_norm` folds `1 / sigma` into the kernel.
+  """
+  features: int
+  kernel_size: int
+  strides: int = 1
+  padding: int = 0
+  use_bias: bool = False
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array, update_stats: bool = False) -> jax.Array:
+    """`x: [batch, h, w, in]` -> `[batch, h', w', features]`; `update_stats` runs one power
+    iteration first (call with `mutable=["spectral"]`)."""
+    k = self.kernel_size
+    kernel = self.param("kernel", weight_init, (k, k, x.shape[-1], self.features))
+    matrix = kernel.reshape(-1, self.features).T  # [out, k * k * in]
+    draw = lambda size: _unit(jax.random.normal(self.make_rng("params"), (size,)))
+    u = self.variable("spectral", "u", draw, self.features)
+    v = self.variable("spectral", "v", draw, matrix.shape[1])
+    if update_stats and not self.is_initializing():
+      w = jax.lax.stop_gradient(matrix)
+      v.value = _unit(w.T @ u.value)
+      u.value = _unit(w @ v.value)
+    sigma = u.value @ matrix @ v.value
+    y = jax.lax.conv_general_dilated(
+        x.astype(self.dtype), (kernel / sigma).astype(self.dtype), (self.strides,) * 2,
+        [(self.padding, self.padding)] * 2, dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    if self.use_bias:
+      y = y + self.param("bias", nn.initializers.zeros, (self.features,)).astype(self.dtype)
+    return y
+
+
+def remove_spectral_norm(variables: dict[str, Any]) -> dict[str, Any]:
+  """`torch.nn.utils.remove_spectral_norm` on every `SpectralConv` of a variables dict: each
+  kernel divided by its `sigma` (from the stored `u`, `v`, no further iteration), and the
+  `spectral` collection dropped, so the module built with `spectral=False` runs the same
+  function."""
+  spectral = variables.get("spectral")
+  if not spectral:
+    return variables
+  params = jax.tree.map(lambda x: x, variables["params"])  # a copy we may edit
+
+  def fold(path: tuple[str, ...], vectors: dict[str, Any]) -> None:
+    node = params
+    for key in path:
+      node = node[key]
+    kernel = node["kernel"]
+    matrix = kernel.reshape(-1, kernel.shape[-1]).T
+    node["kernel"] = kernel / (vectors["u"] @ matrix @ vectors["v"])
+
+  def walk(tree: dict[str, Any], path: tuple[str, ...]) -> None:
+    if "u" in tree and "v" in tree:
+      fold(path, tree)
+      return
+    for key, sub in tree.items():
+      walk(sub, path + (key,))
+
+  walk(spectral, ())
+  return {k: v for k, v in variables.items() if k != "spectral"} | {"params": params}
+
+
 class Conv(nn.Module):
   """`nn.Conv2d` with PyTorch's zero padding convention and the reference's init.
 
@@ -77,6 +153,7 @@ class Conv(nn.Module):
     strides: stride.
     padding: symmetric zero padding.
     groups: `feature_group_count` (input channels for a depthwise convolution).
+    spectral: spectral norm (`SpectralConv`, same parameters): `spectral_norm(nn.Conv2d)`.
   """
   features: int
   kernel_size: int
@@ -85,14 +162,23 @@ class Conv(nn.Module):
   groups: int = 1
   use_bias: bool = True
   dtype: Any = jnp.float32
+  spectral: bool = False
 
   @nn.compact
-  def __call__(self, x: jax.Array, out_mask: jax.Array | None = None) -> jax.Array:
-    """`x: [batch, height, width, in]` -> `[batch, height', width', features]`."""
-    y = nn.Conv(self.features, (self.kernel_size,) * 2, strides=self.strides,
-                padding=[(self.padding, self.padding)] * 2, feature_group_count=self.groups,
-                use_bias=self.use_bias, kernel_init=weight_init, dtype=self.dtype,
-                name="conv")(x)
+  def __call__(self, x: jax.Array, out_mask: jax.Array | None = None, *,
+               update_stats: bool = False) -> jax.Array:
+    """`x: [batch, height, width, in]` -> `[batch, height', width', features]`;
+    `update_stats`: one power iteration of the spectral norm (with `spectral`)."""
+    if self.spectral:
+      if self.groups != 1:
+        raise ValueError("spectral norm of a grouped conv is not supported")
+      y = SpectralConv(self.features, self.kernel_size, self.strides, self.padding,
+                       self.use_bias, self.dtype, name="conv")(x, update_stats)
+    else:
+      y = nn.Conv(self.features, (self.kernel_size,) * 2, strides=self.strides,
+                  padding=[(self.padding, self.padding)] * 2, feature_group_count=self.groups,
+                  use_bias=self.use_bias, kernel_init=weight_init, dtype=self.dtype,
+                  name="conv")(x)
     return apply_mask(y, out_mask)
 
 

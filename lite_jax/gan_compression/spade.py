@@ -22,9 +22,12 @@ reference's `SubMobileSPADEGenerator` reads it: the trunk (`fc` and the output o
 block of entry i has hidden width 2 ci. `most` adds `up_4` with output c7 // 2 and hidden 2 c7
 (the reference's super-network does not support `most`; this is the natural extension).
 
+Spectral norm (`spectral=True`) sits on the residual blocks' convs (conv_0, conv_1, conv_s), as
+the reference's `norm_G=spectralspadesyncbatch3x3` puts it; the teacher trains with it and
+`layers.remove_spectral_norm` folds it into the weights before distillation. Compressed
+generators never have it.
+
 Differences from the reference, on purpose:
-- No spectral norm. The reference's teacher uses it during training and removes it
-  (`remove_spectral_norm`) before distillation; compressed generators never have it.
 - No VAE encoder (`use_vae` is false in every GauGAN compression setting).
 - Batch norm is `flax.linen.BatchNorm`: batch statistics when `train=True` (then
   `mutable=["batch_stats"]`), running averages otherwise, PyTorch momentum 0.1 (flax 0.9),
@@ -143,6 +146,8 @@ class SpadeResnetBlock(nn.Module):
     hidden: SPADE hidden width.
     features: output width of an up block, whose shortcut is learned (SPADE -> 1x1 conv
       without bias); None keeps the input width with an identity shortcut.
+    spectral: spectral norm on conv_0, conv_1 and conv_s (the reference's `spectral...`
+      `norm_G`), one power iteration per training call.
   """
   inner: int
   hidden: int
@@ -151,6 +156,7 @@ class SpadeResnetBlock(nn.Module):
   bn_momentum: float = 0.9
   dtype: Any = jnp.float32
   depthwise_impl: str = "shifts"
+  spectral: bool = False
 
   @nn.compact
   def __call__(self, x: jax.Array, seg: jax.Array, in_mask=None, inner_mask=None,
@@ -160,17 +166,17 @@ class SpadeResnetBlock(nn.Module):
     out_mask = in_mask if self.features is None else inner_mask
     spade = lambda name: Spade(self.hidden, self.separable, self.bn_momentum, self.dtype,
                                self.depthwise_impl, name=name)
-    conv = lambda features, name: layers.Conv(features, 3, padding=1, dtype=self.dtype,
-                                              name=name)
+    conv = lambda features, name, k=3, **kw: layers.Conv(
+        features, k, padding=k // 2, dtype=self.dtype, spectral=self.spectral, name=name, **kw)
     dx = spade("norm_0")(x, seg, in_mask, hidden_mask, train=train)
-    dx = conv(self.inner, "conv_0")(nn.leaky_relu(dx, 0.2), inner_mask)
+    dx = conv(self.inner, "conv_0")(nn.leaky_relu(dx, 0.2), inner_mask, update_stats=train)
     dx = spade("norm_1")(dx, seg, inner_mask, hidden_mask, train=train)
-    dx = conv(out_width, "conv_1")(nn.leaky_relu(dx, 0.2), out_mask)
+    dx = conv(out_width, "conv_1")(nn.leaky_relu(dx, 0.2), out_mask, update_stats=train)
     if self.features is None:
       return x + dx
     shortcut = spade("norm_s")(x, seg, in_mask, hidden_mask, train=train)
-    shortcut = layers.Conv(self.features, 1, use_bias=False, dtype=self.dtype,
-                           name="conv_s")(shortcut, out_mask)
+    shortcut = conv(self.features, "conv_s", 1, use_bias=False)(shortcut, out_mask,
+                                                                update_stats=train)
     return shortcut + dx
 
 
@@ -186,6 +192,9 @@ class SpadeGenerator(nn.Module):
       `calibrate` uses 0).
     dtype: compute dtype; batch-norm statistics are always f32.
     depthwise_impl: how the mobile heads run their depthwise convs (`layers.DepthwiseConv`).
+    spectral: spectral norm in the residual blocks' convs, as the reference trains its teacher
+      (`train=True` calls need `mutable=["batch_stats", "spectral"]`);
+      `layers.remove_spectral_norm` turns the variables into those of `spectral=False`.
   """
   channels: tuple[int, ...]
   separable: bool = False
@@ -194,6 +203,7 @@ class SpadeGenerator(nn.Module):
   bn_momentum: float = 0.9
   dtype: Any = jnp.float32
   depthwise_impl: str = "shifts"
+  spectral: bool = False
 
   def widths(self) -> tuple[int, ...]:
     return tuple(m * c for m, c in zip(WIDTH_MULTIPLIERS, self.channels))
@@ -244,7 +254,8 @@ class SpadeGenerator(nn.Module):
     seg = seg.astype(self.dtype)
     block = lambda i, **kw: SpadeResnetBlock(
         hidden=hidden[i], separable=self.separable, bn_momentum=self.bn_momentum,
-        dtype=self.dtype, depthwise_impl=self.depthwise_impl, name=BLOCK_NAMES[i - 1], **kw)
+        dtype=self.dtype, depthwise_impl=self.depthwise_impl, spectral=self.spectral,
+        name=BLOCK_NAMES[i - 1], **kw)
     at = lambda x: downsample_nearest(seg, x.shape[1], x.shape[2])
 
     x = downsample_nearest(seg, seg.shape[1] // 2**steps, seg.shape[2] // 2**steps)
@@ -269,7 +280,8 @@ class SpadeGenerator(nn.Module):
           active[7] // 2, widths[7] // 2, self.dtype)
       x = upsample_nearest(x)
       x = SpadeResnetBlock(widths[7] // 2, hidden[7], widths[7] // 2, self.separable,
-                           self.bn_momentum, self.dtype, self.depthwise_impl, name="up_4")(
+                           self.bn_momentum, self.dtype, self.depthwise_impl, self.spectral,
+                           name="up_4")(
           x, at(x), in_mask, last_mask, hidden_masks[7], train=train)
       features["up_4"] = x
     out = layers.Conv(self.output_nc, 3, padding=1, dtype=self.dtype, name="conv_img")(

@@ -33,6 +33,10 @@ What matches the reference (`models/spade_model.py`, `distillers/base_spade_dist
   images; the exported generator is calibrated the same way. Search: evolution or exhaustive
   under `search.budget_macs` with `spade.generator_macs` (the reference's counter).
 - TTUR optimisation: G lr 1e-4, D lr 4e-4, Adam (0, 0.9), linear decay after `nepochs`.
+- The teacher G trains with spectral norm on its residual blocks' convs
+  (`gaugan.teacher_spectral_norm`, the reference's `spectralspadesyncbatch3x3`), one power
+  iteration per step; `trained_teacher` folds it into the weights (`remove_spectral_norm.py`),
+  so distillation, search and evaluation see a plain generator.
 - Fine-tuning (`scripts/gaugan/cityscapes_fast/finetune.sh`, optional in the reference's
   tutorial): the chosen sub-network, its weights and batch-norm statistics sliced from the
   super-network and D continued from the super-network's, trains on with the distillation
@@ -42,10 +46,9 @@ Differences, on purpose:
 - One jitted step computes G's and D's gradients at the current parameters and then updates
   both (as `train`'s steps); the reference steps G first and shows D a fake from the updated G
   (regenerated, so its G batch-norm statistics also update twice per step).
-- The teacher has no spectral norm in G (the reference trains with it and removes it before
-  distillation; the student never has it). Weights start N(0, 0.02) (`layers.weight_init`)
-  rather than the reference's xavier-normal with gain 0.02, drawn in numpy from the shapes of
-  `init` (compiling `init` of a full SPADE takes minutes on CPU).
+- Weights start N(0, 0.02) (`layers.weight_init`) rather than the reference's xavier-normal
+  with gain 0.02, drawn in numpy from the shapes of `init` (compiling `init` of a full SPADE
+  takes minutes on CPU).
 - Cityscapes is scored by FID (or L1), not mIoU: the reference's DRN-D-105 segmenter is not
   implemented. The evolution samples configs uniformly (no `--weighted_sample`). Calibration
   and scoring use test preprocessing (no flips), so the search is deterministic.
@@ -156,15 +159,18 @@ class DistillSpade(nn.Module):
     return out, mapped
 
 
-def teacher_generator(config) -> spade.SpadeGenerator:
-  """`gaugan.teacher`: `spade` (the original, Fast GAN Compression) or `mobile_spade`."""
+def teacher_generator(config, training: bool = False) -> spade.SpadeGenerator:
+  """`gaugan.teacher`: `spade` (the original, Fast GAN Compression) or `mobile_spade`; while
+  `training`, with spectral norm if `gaugan.teacher_spectral_norm` (removed afterwards:
+  `trained_teacher`)."""
   g = config.gaugan
   if g.teacher not in ("spade", "mobile_spade"):
     raise UserError(f"gaugan.teacher must be 'spade' or 'mobile_spade', got {g.teacher!r}.")
   return spade.SpadeGenerator((g.ngf,) * 8, separable=g.teacher == "mobile_spade",
                               num_upsampling_layers=g.num_upsampling_layers,
                               dtype=models.compute_dtype(config.dtype),
-                              depthwise_impl=config.depthwise_impl)
+                              depthwise_impl=config.depthwise_impl,
+                              spectral=training and g.teacher_spectral_norm)
 
 
 def compact_generator(config, channels: Sequence[int] | None = None) -> spade.SpadeGenerator:
@@ -272,7 +278,8 @@ def make_step(generator: DistillSpade, discriminator: disc.MultiscaleDiscriminat
   metrics)`: the teacher's (no `teacher`) or a distillation step (`teacher` given; with
   `space`, a sub-network sampled every step).
 
-  `state.aux` holds `{"generator": G's batch_stats, "discriminator": D's spectral vectors}`;
+  `state.aux` holds `{"generator": G's batch_stats, "generator_spectral": G's spectral-norm
+  vectors (a teacher's; else empty), "discriminator": D's}`;
   `batch` is `{"label", "edge", "image"}` (`label_maps.train_batches`).
   """
   weights = {"g_gan": loss.lambda_gan, "g_feat": loss.lambda_feat, "g_vgg": loss.lambda_vgg,
@@ -298,10 +305,14 @@ def make_step(generator: DistillSpade, discriminator: disc.MultiscaleDiscriminat
       targets = [jax.lax.stop_gradient(features[n].astype(jnp.float32))
                  for n in spade.DISTILL_LAYERS]
 
+    g_spectral = state.aux["generator_spectral"]
+
     def g_loss_fn(g):
-      (fake, mapped), updates = generator.apply(
-          {"params": g, "batch_stats": state.aux["generator"]}, seg, active, train=True,
-          mutable=["batch_stats"])
+      variables = {"params": g, "batch_stats": state.aux["generator"]}
+      if g_spectral:  # a teacher trained with spectral norm
+        variables["spectral"] = g_spectral
+      (fake, mapped), updates = generator.apply(variables, seg, active, train=True,
+                                                mutable=["batch_stats", "spectral"])
       fake_out, real_out, d_stats = discriminate(state.discriminator, state.aux["discriminator"],
                                                  seg, fake, real)
       parts = {"g_gan": disc.generator_gan_loss(loss.gan_mode, [l for l, _ in fake_out]),
@@ -311,9 +322,10 @@ def make_step(generator: DistillSpade, discriminator: disc.MultiscaleDiscriminat
       if targets:
         parts["g_distill"] = sum(jnp.mean(jnp.square(m - t)) for m, t in zip(mapped, targets))
       total = sum(weights[k] * v for k, v in parts.items())
-      return total, (fake, updates["batch_stats"], d_stats, parts)
+      return total, (fake, updates["batch_stats"], updates.get("spectral", g_spectral), d_stats,
+                     parts)
 
-    (g_total, (fake, batch_stats, d_stats, parts)), g_grads = jax.value_and_grad(
+    (g_total, (fake, batch_stats, g_spectral, d_stats, parts)), g_grads = jax.value_and_grad(
         g_loss_fn, has_aux=True)(state.generator)
     fake = jax.lax.stop_gradient(fake)
 
@@ -326,7 +338,8 @@ def make_step(generator: DistillSpade, discriminator: disc.MultiscaleDiscriminat
     (d_total, d_stats), d_grads = jax.value_and_grad(d_loss_fn, has_aux=True)(
         state.discriminator)
     state = state.apply_gradients(g_grads, d_grads).replace(
-        aux={"generator": batch_stats, "discriminator": d_stats})
+        aux={"generator": batch_stats, "generator_spectral": g_spectral,
+             "discriminator": d_stats})
     return state, {"loss": g_total, "d_loss": d_total, **parts}
 
   return jax.jit(step, donate_argnums=0)
@@ -353,6 +366,7 @@ def _new_state(config, generator: DistillSpade, phase, steps_per_epoch: int, ind
     d_shape = _label_shape(config)[:-1] + (semantic_nc(config) + 3,)
     d_variables = init_variables(discriminator(config), (*seed, 1), d_shape)
   aux = {"generator": g_variables["batch_stats"],
+         "generator_spectral": g_variables.get("spectral", {}),
          "discriminator": d_variables.get("spectral", {})}
   return phases.new_state(g_variables["params"], d_variables["params"], phase, steps_per_epoch,
                           phases.state_key(config, index), aux)
@@ -365,7 +379,7 @@ def _generator_variables(state: phases.GanState) -> dict[str, Any]:
 
 
 def _teacher_phase(config, workdir: str, task) -> phases.Phase:
-  generator = DistillSpade(teacher_generator(config))
+  generator = DistillSpade(teacher_generator(config, training=True))
   phase = config.teacher_train
   steps_per_epoch, total = phases.phase_steps(phase, len(task.train1))
   state = _new_state(config, generator, phase, steps_per_epoch, 0)
@@ -375,10 +389,15 @@ def _teacher_phase(config, workdir: str, task) -> phases.Phase:
 
 
 def trained_teacher(config, workdir: str, task) -> tuple[spade.SpadeGenerator, Any, Any]:
-  """`(generator, {"params", "batch_stats"}, D's {"params", "spectral"})` of the teacher."""
+  """`(generator, {"params", "batch_stats"}, D's {"params", "spectral"})` of the teacher, its
+  spectral norm (if it trained with one) folded into the weights, as the reference's
+  `remove_spectral_norm.py` does before distillation."""
   phase = _teacher_phase(config, workdir, task)
   state = phases.finished_state(phase.directory, phase.state, "teacher")
-  return (teacher_generator(config), _generator_variables(state),
+  variables = _generator_variables(state)
+  if state.aux["generator_spectral"]:
+    variables["spectral"] = state.aux["generator_spectral"]["generator"]
+  return (teacher_generator(config), layers.remove_spectral_norm(variables),
           {"params": state.discriminator, "spectral": state.aux["discriminator"]})
 
 

@@ -19,7 +19,7 @@ from data import label_maps
 from experiments.configs import gan_compress as configs
 from lite_jax import core, gan_compression
 from lite_jax.gan_compression import discriminators as disc
-from lite_jax.gan_compression import phases, spade, spade_train, standalone, vgg
+from lite_jax.gan_compression import layers, phases, spade, spade_train, standalone, vgg
 
 NARROW_VGG = (4, 4, 8, 8, 8)  # stage widths of the test's random VGG19
 
@@ -339,3 +339,29 @@ def test_coco_preset_reads_coco_stuff_with_random_crops_and_dontcare(tmp_path):
   assert seg.shape == (2, 32, 32, 184)
   np.testing.assert_array_equal(seg[..., 182], batch["label"] == 255)  # dontcare channel
   np.testing.assert_array_equal(seg[..., 181], batch["label"] == 181)
+
+
+def test_spectral_norm_generator_equals_the_plain_one_after_removal():
+  """A SPADE generator with spectral norm (the teacher in training): a training call advances
+  every conv_0 / conv_1 / conv_s power iteration, and `remove_spectral_norm` gives the plain
+  generator's variables with the same outputs."""
+  kwargs = dict(num_upsampling_layers="normal", depthwise_impl="conv")
+  spectral = spade.SpadeGenerator((2,) * 8, spectral=True, **kwargs)
+  plain = spade.SpadeGenerator((2,) * 8, **kwargs)
+  seg = jax.random.uniform(jax.random.key(1), (2, 32, 32, 5))
+  variables = spectral.init(jax.random.key(0), seg)
+  names = {k for block in variables["spectral"].values() for k in block}
+  assert names == {"conv_0", "conv_1", "conv_s"}
+  _, updates = spectral.apply(variables, seg, train=True, mutable=["batch_stats", "spectral"])
+  moved = jax.tree.map(lambda a, b: not np.allclose(a, b), updates["spectral"],
+                       variables["spectral"])
+  assert all(jax.tree.leaves(moved))
+  variables = {**variables, **updates}
+  folded = layers.remove_spectral_norm(variables)
+  assert "spectral" not in folded
+  assert jax.tree.structure(folded) == jax.tree.structure(
+      plain.init(jax.random.key(0), seg))
+  np.testing.assert_allclose(plain.apply(folded, seg), spectral.apply(variables, seg),
+                             atol=1e-5)
+  block = variables["params"]["head_0"]["conv_0"]["conv"]
+  assert not np.allclose(folded["params"]["head_0"]["conv_0"]["conv"]["kernel"], block["kernel"])
