@@ -353,10 +353,10 @@ def train_transform(example: Example, rng: np.random.Generator,
   """Training preprocessing: `transform` with a random crop (if `preprocess.load_size`) and a
   random flip (if `preprocess.flip`)."""
   crop = None
-  if preprocess.load_size:
-    margin = preprocess.load_size
-    crop = (int(rng.integers(0, margin - preprocess.height + 1)),
-            int(rng.integers(0, margin - preprocess.width + 1)))
+  if preprocess.load_size:  # the window's top-left corner
+    top, left = rng.integers(0, preprocess.load_size - np.array(
+        [preprocess.height, preprocess.width]) + 1)
+    crop = (int(top), int(left))
   return transform(example, preprocess, flip=preprocess.flip and rng.random() > 0.5, crop=crop)
 
 

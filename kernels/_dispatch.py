@@ -27,7 +27,7 @@ BATCH_AXIS = "data"
 # Platforms with a compiled Pallas kernel. TPU runs the reference until a Mosaic kernel exists.
 _KERNEL_PLATFORMS = ("gpu",)
 
-_logged: set[tuple[str, str, str]] = set()
+_logged: set[tuple] = set()
 _lock = threading.Lock()
 _target = threading.local()  # `target_platform`'s override, per thread
 
@@ -92,12 +92,18 @@ def select_path(op: str, backend: str = "auto", interpret: bool = False) -> str:
   return path
 
 
-def _log_once(op: str, path: str, platform: str) -> None:
-  key = (op, path, platform)
+def _first_time(key: tuple) -> bool:
+  """True the first time `key` is seen in this process (thread-safe): for once-only logs."""
   with _lock:
     if key in _logged:
-      return
+      return False
     _logged.add(key)
+    return True
+
+
+def _log_once(op: str, path: str, platform: str) -> None:
+  if not _first_time((op, path, platform)):
+    return
   how = {PALLAS: "compiled Pallas (Triton) kernel",
          PALLAS_INTERPRET: "Pallas kernel in interpret mode",
          XLA: "XLA reference"}[path]
@@ -122,10 +128,7 @@ def map_batch_shards(fn: Callable[..., Any], *args: jax.Array) -> Any:
     return fn(*args)
   shards, batch = mesh.shape[BATCH_AXIS], args[0].shape[0]
   if batch % shards:
-    with _lock:
-      first = ("map_batch_shards", str(batch), str(shards)) not in _logged
-      _logged.add(("map_batch_shards", str(batch), str(shards)))
-    if first:
+    if _first_time(("map_batch_shards", batch, shards)):
       logging.warning("batch %d does not split over %d '%s' shards: the Pallas kernel runs on "
                       "the whole batch on every device.", batch, shards, BATCH_AXIS)
     return fn(*args)

@@ -20,6 +20,7 @@ from typing import Any, Sequence
 import jax
 import jax.numpy as jnp
 from flax import linen as nn
+from flax import traverse_util
 
 from lite_jax.core import macs
 from lite_jax.core.errors import UserError
@@ -73,6 +74,11 @@ def _unit(v: jax.Array, eps: float = 1e-12) -> jax.Array:
   return v / jnp.maximum(jnp.linalg.norm(v), eps)
 
 
+def _spectral_matrix(kernel: jax.Array) -> jax.Array:
+  """A conv kernel `[k, k, in, out]` as spectral norm's matrix `[out, k * k * in]`."""
+  return kernel.reshape(-1, kernel.shape[-1]).T
+
+
 class SpectralConv(nn.Module):
   """`torch.nn.utils.spectral_norm(nn.Conv2d(...))`: the kernel, seen as the matrix
   `W = [out, k * k * in]`, is divided by `sigma = u^T W v`, where the unit vectors `u` and `v`
@@ -98,7 +104,7 @@ class SpectralConv(nn.Module):
     iteration first (call with `mutable=["spectral"]`)."""
     k = self.kernel_size
     kernel = self.param("kernel", weight_init, (k, k, x.shape[-1], self.features))
-    matrix = kernel.reshape(-1, self.features).T  # [out, k * k * in]
+    matrix = _spectral_matrix(kernel)
     draw = lambda size: _unit(jax.random.normal(self.make_rng("params"), (size,)))
     u = self.variable("spectral", "u", draw, self.features)
     v = self.variable("spectral", "v", draw, matrix.shape[1])
@@ -120,28 +126,17 @@ def remove_spectral_norm(variables: dict[str, Any]) -> dict[str, Any]:
   kernel divided by its `sigma` (from the stored `u`, `v`, no further iteration), and the
   `spectral` collection dropped, so the module built with `spectral=False` runs the same
   function."""
-  spectral = variables.get("spectral")
-  if not spectral:
+  if not variables.get("spectral"):
     return variables
-  params = jax.tree.map(lambda x: x, variables["params"])  # a copy we may edit
-
-  def fold(path: tuple[str, ...], vectors: dict[str, Any]) -> None:
-    node = params
-    for key in path:
-      node = node[key]
-    kernel = node["kernel"]
-    matrix = kernel.reshape(-1, kernel.shape[-1]).T
-    node["kernel"] = kernel / (vectors["u"] @ matrix @ vectors["v"])
-
-  def walk(tree: dict[str, Any], path: tuple[str, ...]) -> None:
-    if "u" in tree and "v" in tree:
-      fold(path, tree)
-      return
-    for key, sub in tree.items():
-      walk(sub, path + (key,))
-
-  walk(spectral, ())
-  return {k: v for k, v in variables.items() if k != "spectral"} | {"params": params}
+  params = traverse_util.flatten_dict(variables["params"])
+  vectors = traverse_util.flatten_dict(variables["spectral"])
+  for path, u in vectors.items():
+    if path[-1] == "u":
+      kernel = params[path[:-1] + ("kernel",)]
+      params[path[:-1] + ("kernel",)] = kernel / (
+          u @ _spectral_matrix(kernel) @ vectors[path[:-1] + ("v",)])
+  return {k: v for k, v in variables.items() if k != "spectral"} | {
+      "params": traverse_util.unflatten_dict(params)}
 
 
 class Conv(nn.Module):

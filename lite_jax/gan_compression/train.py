@@ -277,7 +277,7 @@ STUDENT_PHASES = ("student", "supernet", "finetune")
 
 
 def _student_phase(config, workdir: str, task, name: str, channels=None,
-                   init_from: phases.GanState | None = None) -> phases.Phase:
+                   init_from: phases.GanState | None = None, teacher=None) -> phases.Phase:
   """One distillation phase of a mobile student (`STUDENT_PHASES`):
 
   * `student`: the original pipeline's fixed student at the super-network's width, distilled
@@ -290,14 +290,15 @@ def _student_phase(config, workdir: str, task, name: str, channels=None,
   `init_from` is the previous phase's finished state, whose generator (1x1 convs included) is
   sliced to this phase's widths and whose D is continued. Without it, the generator starts
   random or, with `student.init='pruned_teacher'`, as the L1-pruned mobile teacher
-  (`pruning`), and D random or the teacher's (`distill.restore_discriminator`).
+  (`pruning`), and D random or the teacher's (`distill.restore_discriminator`). `teacher` is
+  `trained_teacher`'s result when the caller has it (restoring it reads a checkpoint).
   """
   if name not in STUDENT_PHASES:
     raise ValueError(f"unknown student phase {name!r}")
   if name != "finetune":
     channels = None if name == "supernet" else models.super_channels(config)
   student = models.student(config, channels)
-  teacher, teacher_params, teacher_d = trained_teacher(config, workdir, task)
+  teacher, teacher_params, teacher_d = teacher or trained_teacher(config, workdir, task)
   discriminator = models.discriminator(config)
   phase = {"student": config.student_train, "supernet": config.distill,
            "finetune": config.finetune}[name]
@@ -328,13 +329,16 @@ def _student_phase(config, workdir: str, task, name: str, channels=None,
                       step_args=(teacher_params,))
 
 
-def _supernet_phase(config, workdir: str, task) -> phases.Phase:
-  """The super-network's phase, started from the trained fixed student when there is one."""
+def _supernet_phase(config, workdir: str, task, teacher=None,
+                    student: phases.Phase | None = None) -> phases.Phase:
+  """The super-network's phase, started from the trained fixed student when there is one.
+  `teacher` (`trained_teacher`'s result) and the `student` phase are reused when given."""
+  teacher = teacher or trained_teacher(config, workdir, task)
   init_from = None
   if phases.has_epochs(config.student_train):
-    student = _student_phase(config, workdir, task, "student")
+    student = student or _student_phase(config, workdir, task, "student", teacher=teacher)
     init_from = phases.finished_state(student.directory, student.state, "student (distill)")
-  return _student_phase(config, workdir, task, "supernet", init_from=init_from)
+  return _student_phase(config, workdir, task, "supernet", init_from=init_from, teacher=teacher)
 
 
 def train_teacher(config, workdir: str) -> dict[str, Any]:
@@ -352,12 +356,12 @@ def distill(config, workdir: str) -> dict[str, Any]:
   """Once-for-all distillation of the teacher into the super-network (resuming)."""
   task = load_task(config, workdir)
   mesh = phases.data_parallel_mesh(config)
-  result = {"phase": "distill"}
+  result, teacher, student = {"phase": "distill"}, trained_teacher(config, workdir, task), None
   if phases.has_epochs(config.student_train):  # the original pipeline: a fixed student first
-    student = _student_phase(config, workdir, task, "student")
+    student = _student_phase(config, workdir, task, "student", teacher=teacher)
     phases.run_phase(student, mesh)
     result["student_steps"] = student.total_steps
-  phase = _supernet_phase(config, workdir, task)
+  phase = _supernet_phase(config, workdir, task, teacher, student)
   phases.run_phase(phase, mesh)
   return {**result, "steps": phase.total_steps,
           "search_space_size": subnet_search.space_size(models.search_space(config)),
@@ -436,8 +440,8 @@ def _real_b(task, source, batch_size: int) -> np.ndarray:
   return np.concatenate([b["B"][:n] for b, n in _eval_batches(task, source, batch_size)])
 
 
-def _supernet_state(config, workdir: str, task) -> phases.GanState:
-  phase = _supernet_phase(config, workdir, task)
+def _supernet_state(config, workdir: str, task, teacher=None) -> phases.GanState:
+  phase = _supernet_phase(config, workdir, task, teacher)
   return phases.finished_state(phase.directory, phase.state, "super-network (distill)")
 
 
@@ -467,8 +471,10 @@ def chosen_channels(config, workdir: str) -> tuple[int, ...]:
 
 
 def _finetune_phase(config, workdir, task, channels) -> phases.Phase:
-  supernet = _supernet_state(config, workdir, task)
-  return _student_phase(config, workdir, task, "finetune", channels, init_from=supernet)
+  teacher = trained_teacher(config, workdir, task)
+  supernet = _supernet_state(config, workdir, task, teacher)
+  return _student_phase(config, workdir, task, "finetune", channels, init_from=supernet,
+                        teacher=teacher)
 
 
 def finetune(config, workdir: str) -> dict[str, Any]:
