@@ -7,7 +7,8 @@ r"""PVCNN scene segmentation (S3DIS, Area 5 held out, or synthetic rooms): train
 Every mode ends by printing one JSON line of its results.
 """
 
-from experiments.pvcnn_shapenet import launch
+from experiments.pvcnn_shapenet import MODES
+from lite_jax.core import app
 
 if __name__ == "__main__":
-  launch("experiments/configs/pvcnn_s3dis.py:demo", "runs/pvcnn_s3dis_demo")
+  app.run(MODES, config="experiments/configs/pvcnn_s3dis.py:demo")

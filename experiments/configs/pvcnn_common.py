@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import ml_collections
 
+from lite_jax.core.mesh import mesh_config
+
 
 def base_config(task: str) -> ml_collections.ConfigDict:
   """Every field the PVCNN trainer reads, with the reference's Adam + cosine recipe."""
@@ -56,6 +58,8 @@ def base_config(task: str) -> ml_collections.ConfigDict:
   c.optim.weight_decay = 0.0  # L2 added to the gradient, as torch.optim.Adam does
   c.optim.clip_norm = 0.0
   c.optim.grad_accum_steps = 1
+
+  c.mesh = mesh_config()  # data parallel over every device
 
   c.eval = ml_collections.ConfigDict()
   c.eval.num_votes = 10

@@ -36,6 +36,7 @@ from __future__ import annotations
 import ml_collections
 
 from lite_jax.core.errors import UserError
+from lite_jax.core.mesh import mesh_config
 
 _WMT_LITE_DROPOUT = {  # d: (dropout, attention_dropout, weight_dropout), per task.
     "wmt14_enfr": {200: (0.04, 0.03, 0.03), 408: (0.08, 0.07, 0.07), 496: (0.10, 0.08, 0.08)},
@@ -111,9 +112,9 @@ def _base() -> ml_collections.ConfigDict:
   c.optim.label_smoothing = 0.1
 
   c.train = ml_collections.ConfigDict()
-  c.train.log_every = 100
-  c.train.eval_every = 1000  # validation loss, micro-steps
-  c.train.checkpoint_every = 1000
+  c.train.log_every_steps = 100  # micro-steps
+  c.train.eval_every_steps = 1000  # validation loss
+  c.train.checkpoint_every_steps = 1000
   c.train.keep_checkpoints = 20
   c.train.eval_batches = 0  # 0 = whole validation split
 
@@ -128,11 +129,8 @@ def _base() -> ml_collections.ConfigDict:
   c.eval.tokenized_bleu = "moses"  # tokenize before tokenized BLEU: 'moses' | 'none'
   c.eval.max_examples = 0  # 0 = whole test split
 
-  c.mesh = ml_collections.ConfigDict()
-  c.mesh.num_devices = 0  # 0 = all devices; otherwise the first N
-  c.mesh.model_parallelism = 1
-  c.mesh.rules = "data_parallel"  # 'data_parallel' | 'fsdp' | 'tensor_parallel'
-  c.mesh.distributed = False  # jax.distributed.initialize() for multi-host jobs
+  # Data parallel; experiments/flags/sharding_{fsdp,tensor_parallel}.flags change the rules.
+  c.mesh = mesh_config()
   return c
 
 
@@ -177,9 +175,9 @@ def _paper(task: str, model: str, dim: int) -> ml_collections.ConfigDict:
     c.data.batch_tokens = 8 * 4096
     c.optim.grad_accum_steps = 16
   c.optim.total_updates = 50000
-  c.train.checkpoint_every = 1000 * c.optim.grad_accum_steps
-  c.train.eval_every = c.train.checkpoint_every
-  c.train.log_every = 100 * c.optim.grad_accum_steps
+  c.train.checkpoint_every_steps = 1000 * c.optim.grad_accum_steps
+  c.train.eval_every_steps = c.train.checkpoint_every_steps
+  c.train.log_every_steps = 100 * c.optim.grad_accum_steps
   return c
 
 
@@ -203,9 +201,9 @@ def _synthetic(tiny: bool) -> ml_collections.ConfigDict:
   c.optim.total_updates = 300
   c.optim.grad_accum_steps = 1
   c.optim.learning_rate = 2e-3
-  c.train.log_every = 50
-  c.train.eval_every = 150
-  c.train.checkpoint_every = 150
+  c.train.log_every_steps = 50
+  c.train.eval_every_steps = 150
+  c.train.checkpoint_every_steps = 150
   c.train.keep_checkpoints = 3
   c.eval.length_penalty = 1.0
   c.eval.max_len_a = 1.5
@@ -222,9 +220,9 @@ def _synthetic(tiny: bool) -> ml_collections.ConfigDict:
     c.model.kernel_sizes = (3, 5)
     c.optim.warmup_steps = 2
     c.optim.total_updates = 8
-    c.train.log_every = 2
-    c.train.eval_every = 3
-    c.train.checkpoint_every = 2
+    c.train.log_every_steps = 2
+    c.train.eval_every_steps = 3
+    c.train.checkpoint_every_steps = 2
     c.train.eval_batches = 1
     c.eval.batch_size = 8
     c.eval.beam_size = 2

@@ -2,12 +2,15 @@
 
 A killed run resumes exactly where it stopped: `restore_latest` returns the train state and
 the data iterator's state saved with it, so the next batch and the next step are the same as
-if the run had never stopped.
+if the run had never stopped. A step that cannot be read back (a save cut short by a crash, a
+truncated file) or that holds non-finite numbers is moved aside to `<step>.unusable` with a
+warning, and the newest good step is restored instead.
 """
 
 from __future__ import annotations
 
 import os
+import time
 from typing import Any, Mapping
 
 import flax.serialization
@@ -15,6 +18,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
+from absl import logging
+from jax.experimental import multihost_utils
 
 from lite_jax.core.errors import UserError
 
@@ -43,22 +48,37 @@ def _shape_mismatches(saved: Any, target: Any) -> list[str]:
   return problems
 
 
+@jax.jit
+def _all_finite(tree: Any) -> jax.Array:
+  leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)
+            if jnp.issubdtype(x.dtype, jnp.inexact)]
+  return jnp.all(jnp.stack(leaves)) if leaves else jnp.array(True)
+
+
+def all_finite(tree: Any) -> bool:
+  """Whether every floating-point number in `tree` is finite (one device reduction)."""
+  return bool(_all_finite(tree))
+
+
 class Checkpointer:
   """Saves and restores `(state, data_state, config)` under `directory/<step>/`.
+
+  Use it as a context manager: leaving the block (normally, on an error or on Ctrl-C) waits
+  for the asynchronous save in flight, so a started checkpoint is never half-written by us.
 
   Args:
     directory: where step folders live (created if missing).
     max_to_keep: how many of the latest checkpoints survive (`None` keeps all).
-    save_interval_steps: `save` is a no-op unless `step` is a multiple of this (or forced).
+    async_save: write in a background thread while training goes on.
   """
 
   def __init__(self, directory: str | os.PathLike, *, max_to_keep: int | None = 5,
-               save_interval_steps: int = 1, async_save: bool = True):
+               async_save: bool = True):
     self.directory = os.path.abspath(os.fspath(directory))
     options = ocp.CheckpointManagerOptions(
-        save_interval_steps=save_interval_steps,
         preservation_policy=ocp.checkpoint_managers.LatestN(max_to_keep),
         enable_async_checkpointing=async_save,
+        cleanup_tmp_directories=True,  # saves a killed process left unfinished
         create=True)
     # Handlers are named up front so that a fresh process can read metadata and restore.
     self._manager = ocp.CheckpointManager(
@@ -66,6 +86,12 @@ class Checkpointer:
         item_handlers={"state": ocp.StandardCheckpointHandler(),
                        "data": ocp.JsonCheckpointHandler(),
                        "config": ocp.JsonCheckpointHandler()})
+
+  def __enter__(self) -> "Checkpointer":
+    return self
+
+  def __exit__(self, *exc_info) -> None:
+    self.close()
 
   @property
   def latest_step(self) -> int | None:
@@ -75,10 +101,12 @@ class Checkpointer:
     return sorted(self._manager.all_steps())
 
   def save(self, step: int, state: Any, *, data_state: Mapping[str, Any] | None = None,
-           config: Mapping[str, Any] | None = None, force: bool = False) -> bool:
-    """Saves asynchronously; returns whether a checkpoint was started at this step."""
-    return self._manager.save(
-        int(step), force=force,
+           config: Mapping[str, Any] | None = None) -> None:
+    """Starts an asynchronous save of `step` (a no-op if that step is already saved)."""
+    if int(step) in self._manager.all_steps():
+      return
+    self._manager.save(
+        int(step), force=True,
         args=ocp.args.Composite(
             state=ocp.args.StandardSave(state),
             data=ocp.args.JsonSave(dict(data_state or {})),
@@ -103,9 +131,37 @@ class Checkpointer:
     return restored["state"], dict(restored["data"] or {})
 
   def restore_latest(self, abstract_state: Any) -> tuple[Any, dict[str, Any]] | None:
-    """The latest `(state, data_state)`, or `None` when the directory holds no checkpoint."""
-    step = self.latest_step
-    return None if step is None else self.restore(step, abstract_state)
+    """The newest readable, finite `(state, data_state)`, or `None` when there is none.
+
+    Steps that fail to read or hold NaN/inf are moved aside (`<step>.unusable`) with a
+    warning naming them; a checkpoint of another model's shapes is a `UserError`.
+    """
+    for step in reversed(self.all_steps()):
+      try:
+        state, data_state = self.restore(step, abstract_state)
+      except UserError:
+        raise
+      except Exception as e:  # pylint: disable=broad-except  (orbax raises many kinds)
+        self._set_aside(step, f"cannot be read ({type(e).__name__}: {str(e)[:200]})")
+        continue
+      if not all_finite(state):
+        self._set_aside(step, "holds NaN or inf")
+        continue
+      return state, data_state
+    return None
+
+  def _set_aside(self, step: int, reason: str) -> None:
+    path = os.path.join(self.directory, str(step))
+    target = f"{path}.unusable"
+    if os.path.exists(target):
+      target = f"{path}.unusable-{int(time.time())}"
+    if jax.process_index() == 0:
+      os.rename(path, target)
+    if jax.process_count() > 1:
+      multihost_utils.sync_global_devices(f"set aside checkpoint {step}")
+    logging.warning("the checkpoint %s %s; moved it to %s and fell back to the step before.",
+                    path, reason, target)
+    self._manager.reload()
 
   def restore_config(self, step: int | None = None) -> dict[str, Any]:
     """The config saved with a checkpoint (the latest when `step` is None)."""
@@ -146,3 +202,13 @@ def abstract_like(tree: Any) -> Any:
     sharding = getattr(x, "sharding", None)
     return jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding)
   return jax.tree.map(leaf, tree)
+
+
+def restore_finished(directory: str | os.PathLike, abstract_state: Any, first: str) -> Any:
+  """The latest good state under `directory` (a training run's checkpoints); without one, a
+  `UserError` saying what to run `first` (e.g. 'train (--mode=train)')."""
+  with Checkpointer(directory) as checkpointer:
+    restored = checkpointer.restore_latest(abstract_state)
+  if restored is None:
+    raise UserError(f"no checkpoint in {directory}; {first} first.")
+  return restored[0]

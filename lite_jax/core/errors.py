@@ -1,40 +1,21 @@
 """User-facing errors: one clear sentence and a non-zero exit, never a deep traceback.
 
 Library code raises `UserError` (a `ValueError`) when the *user* got something wrong: a bad
-flag, a missing file, a checkpoint from another model. Launchers wrap their `main` with
-`exit_on_user_error`, which prints the sentence and exits with status 2, and pass
-`parse_flags` to `app.run` so that a config file rejecting its preset or overrides does the
-same. Anything else is a bug and keeps its traceback.
+flag, a missing file, a checkpoint from another model. The launcher helper (`core.app.run`)
+prints the sentence and exits with status 2, and parses flags with `parse_flags` so that a
+config file rejecting its preset or overrides does the same. Anything else is a bug and keeps
+its traceback.
 """
 
 from __future__ import annotations
 
-import functools
 import sys
-from typing import Callable, TypeVar
 
-from absl import flags, logging
-
-_F = TypeVar("_F", bound=Callable)
+from absl import flags
 
 
 class UserError(ValueError):
   """An error caused by the user's input; its message is one sentence saying what to fix."""
-
-
-def exit_on_user_error(main: _F) -> _F:
-  """Decorates an absl `main(argv)`: a `UserError` becomes `error: <sentence>` and exit 2."""
-
-  @functools.wraps(main)
-  def wrapper(*args, **kwargs):
-    try:
-      return main(*args, **kwargs)
-    except UserError as e:
-      logging.debug("user error", exc_info=True)
-      print(f"error: {e}", file=sys.stderr, flush=True)
-      sys.exit(2)
-
-  return wrapper  # type: ignore[return-value]
 
 
 def _root_user_error(error: BaseException | None) -> UserError | None:
@@ -48,7 +29,8 @@ def _root_user_error(error: BaseException | None) -> UserError | None:
 
 
 def parse_flags(argv: list[str]) -> list[str]:
-  """`app.run(main, flags_parser=parse_flags)`: a bad flag value is one sentence and exit 2.
+  """`absl.app.run(main, flags_parser=parse_flags)`: a bad flag value is one sentence and
+  exit 2.
 
   Config files (ml_collections `get_config`) raise `UserError` for an unknown preset; absl
   would print it wrapped in a traceback.

@@ -28,7 +28,9 @@ def _to_python(value: Any) -> Any:
 
 
 class MetricWriter:
-  """Appends `{"step": s, **metrics}` lines to `<workdir>/metrics.jsonl` (process 0 only)."""
+  """Appends `{"step": s, **metrics}` lines to `<workdir>/metrics.jsonl` (process 0 only).
+
+  A context manager: leaving the block closes the file and the TensorBoard writer."""
 
   def __init__(self, workdir: str | os.PathLike, *, tensorboard: bool = True):
     self._active = jax.process_index() == 0
@@ -57,6 +59,12 @@ class MetricWriter:
       for key, value in record.items():
         if key not in ("step", "time") and isinstance(value, (int, float)):
           self._tb.add_scalar(key, value, step)
+
+  def __enter__(self) -> "MetricWriter":
+    return self
+
+  def __exit__(self, *exc_info) -> None:
+    self.close()
 
   def close(self) -> None:
     if self._file is not None:

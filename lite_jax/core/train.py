@@ -105,13 +105,17 @@ def make_optimizer(optim_config) -> tuple[optax.GradientTransformation, optax.Sc
   return tx, schedule
 
 
-class NonFiniteLossError(UserError):
-  """Training produced NaN/inf; the checkpoints written before it are kept."""
+def init_key(seed: int) -> jax.Array:
+  """The key every model's parameters are drawn from.
+
+  An RBG key: as reproducible as threefry, and XLA:CPU compiles an `init` about twice as fast
+  with it (threefry unrolls its rounds per parameter).
+  """
+  return jax.random.key(seed, impl="rbg")
 
 
-def check_finite(value: float, step: int, what: str = "loss") -> None:
-  if not math.isfinite(value):
-    raise NonFiniteLossError(
-        f"the {what} became {value} at step {step}; lower the learning rate or check the data "
-        f"(checkpoints written before this step are kept).")
-
+def stream_key(seed: int, stream: int) -> jax.Array:
+  """A raw uint32 key for the per-step randomness of stream `stream` (dropout, sampled
+  sub-networks, ...): `fold_in(key, step)` of it is a step's key. Raw keys checkpoint as
+  plain arrays."""
+  return jax.random.fold_in(jax.random.PRNGKey(seed), stream)

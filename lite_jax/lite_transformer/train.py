@@ -183,13 +183,6 @@ def _tokenizer_path(config: ml_collections.ConfigDict, workdir: str) -> str:
   return config.data.spm_model or os.path.join(workdir, "data", "spm.model")
 
 
-def _process_rows(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-  """This process's contiguous slice of a global batch that every process loaded whole."""
-  count, index = jax.process_count(), jax.process_index()
-  rows = next(iter(batch.values())).shape[0] // count
-  return {k: v[index * rows:(index + 1) * rows] for k, v in batch.items()}
-
-
 # ------------------------------------------------------------------------------------------
 # Steps
 # ------------------------------------------------------------------------------------------
@@ -225,35 +218,30 @@ def eval_step(params, batch, *, model: EncoderDecoder) -> dict[str, jax.Array]:
 class _Setup:
   model: EncoderDecoder
   mesh: jax.sharding.Mesh
+  rules: Any
   state: core.TrainState  # abstract: ShapeDtypeStructs that carry their shardings
-  shardings: Any
+  init: Any  # () -> the initial state, in its shardings
   schedule: Any
-  init_fn: Any
   eval_step: Any  # jitted once per setup: validation runs many times in one training run
 
 
 def _setup(config: ml_collections.ConfigDict, vocab_size: int) -> _Setup:
   model = EncoderDecoder(model_config(config, vocab_size))
-  devices = jax.devices()[:config.mesh.num_devices or None]
-  mesh = core.make_mesh(config.mesh.model_parallelism, devices)
-  rules = core.rules_by_name(config.mesh.rules)
+  mesh = core.mesh.from_config(config.mesh)
+  rules = core.mesh.rules_from_config(config.mesh)
   tx, schedule = core.make_optimizer(config.optim)
   dummy = jnp.ones((1, 8), jnp.int32)
+  dropout_key = core.stream_key(config.seed, 1)
 
   def init_fn(key):
-    init_key, dropout_key = jax.random.split(key)
-    params = model.init(init_key, dummy, dummy)["params"]
+    params = model.init(key, dummy, dummy)["params"]
     return core.TrainState.create(params, tx, dropout_key)
 
-  abstract, shardings = core.abstract_sharded_state(init_fn, jax.random.PRNGKey(config.seed),
-                                                    mesh, rules)
-  return _Setup(model, mesh, abstract, shardings, schedule, init_fn,
+  key = core.init_key(config.seed)
+  abstract, shardings = core.abstract_sharded_state(init_fn, key, mesh, rules)
+  return _Setup(model, mesh, rules, abstract,
+                lambda: core.init_sharded(init_fn, key, shardings), schedule,
                 jax.jit(functools.partial(eval_step, model=model)))
-
-
-def _checkpointer(config, workdir) -> core.Checkpointer:
-  keep = max(config.train.keep_checkpoints, config.eval.average_last_n)
-  return core.Checkpointer(os.path.join(workdir, "checkpoints"), max_to_keep=keep)
 
 
 def _validation_loss(params, setup: _Setup, task: Task, config) -> dict[str, float]:
@@ -265,10 +253,16 @@ def _validation_loss(params, setup: _Setup, task: Task, config) -> dict[str, flo
     if config.train.eval_batches and i >= config.train.eval_batches:
       break
     batch.pop("mask")
-    sums = setup.eval_step(params, core.shard_batch(_process_rows(batch), setup.mesh))
+    sums = setup.eval_step(params, core.shard_batch(core.mesh.process_rows(batch), setup.mesh))
     totals = {k: totals[k] + float(sums[k]) for k in totals}
   tokens = max(totals["tokens"], 1.0)
   return {"valid_loss": totals["loss"] / tokens, "valid_ppl": float(np.exp(totals["nll"] / tokens))}
+
+
+def _summarize(sums: dict[str, float], steps: int) -> dict[str, float]:
+  """A log window's token-mean training loss and perplexity."""
+  tokens = max(sums["tokens"], 1.0)
+  return {"train_loss": sums["loss"] / tokens, "train_ppl": float(np.exp(sums["nll"] / tokens))}
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
@@ -285,108 +279,43 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     Final metrics: test `bleu` (sacreBLEU), `tok_bleu`, validation loss, `params`, `macs`,
     `steps`, and training throughput.
   """
+  if config.eval.average_last_n > config.train.keep_checkpoints:
+    raise UserError(f"eval.average_last_n={config.eval.average_last_n} averages more "
+                    f"checkpoints than train.keep_checkpoints={config.train.keep_checkpoints} "
+                    f"keeps; raise train.keep_checkpoints.")
   os.makedirs(workdir, exist_ok=True)
   task = prepare_task(config, workdir)
   setup = _setup(config, task.tokenizer.vocab_size)
-  ckpt = _checkpointer(config, workdir)
-  data_devices = setup.mesh.shape["data"]
   batches = translation.make_batches(
       task.splits["train"], task.tokenizer, batch_tokens=config.data.batch_tokens,
       max_len=config.data.max_len, bucket_boundaries=config.data.bucket_boundaries,
-      batch_multiple=data_devices, seed=config.seed, process_index=jax.process_index(),
-      process_count=jax.process_count())
-  iterator = iter(batches)
-
-  restored = ckpt.restore_latest(setup.state)
-  if restored is None:
-    state = core.init_sharded(setup.init_fn, jax.random.PRNGKey(config.seed), setup.shardings)
-  else:
-    state, data_state = restored
-    iterator.set_state(data_state["iterator"])
-    logging.warning("resuming from step %d of %s (use a fresh --workdir to start over)",
-                    int(state.step), ckpt.directory)
-
-  step_fn = jax.jit(
-      functools.partial(train_step, model=setup.model,
-                        label_smoothing=config.optim.label_smoothing),
-      in_shardings=(setup.shardings, core.mesh.batch_sharding(setup.mesh)),
-      out_shardings=(setup.shardings, None), donate_argnums=0)
-
-  total_steps = config.optim.total_updates * config.optim.grad_accum_steps
-  first_step = int(state.step)
-  last_step = total_steps if max_steps_this_run is None else min(
-      total_steps, first_step + max_steps_this_run)
-  writer = core.MetricWriter(workdir)
-  meter = _TrainMeter(setup.schedule, config.optim.grad_accum_steps)
-  validation = {}
-  with core.progress(total=total_steps, initial=first_step, desc="train") as bar:
-    for step in range(first_step + 1, last_step + 1):
-      state, step_sums = step_fn(state, core.shard_batch(next(iterator), setup.mesh))
-      meter.add(step_sums)
-      bar.update()
-      record = {}
-      checkpoint = step % config.train.checkpoint_every == 0 or step == last_step
-      # Flushing checks the loss is finite, so a non-finite state is never saved.
-      if checkpoint or step % config.train.log_every == 0:
-        record.update(meter.flush(step))
-        bar.set_postfix(loss=f"{record['train_loss']:.3f}")
-      if step % config.train.eval_every == 0 or step == total_steps:
-        validation = _validation_loss(state.params, setup, task, config)
-        record.update(validation)
-      if record:
-        writer.write(step, record)
-      if checkpoint:
-        ckpt.save(step, state, data_state={"iterator": iterator.get_state()},
-                  config=config.to_dict(), force=step == last_step)
-  ckpt.wait()
-  writer.close()
-  result = {"steps": last_step, **meter.throughput()}
-  if last_step < total_steps:
+      batch_multiple=setup.mesh.shape["data"], seed=config.seed,
+      process_index=jax.process_index(), process_count=jax.process_count())
+  accum = config.optim.grad_accum_steps
+  total_steps = config.optim.total_updates * accum
+  loop = core.TrainLoop(
+      directory=workdir,
+      step_fn=functools.partial(train_step, model=setup.model,
+                                label_smoothing=config.optim.label_smoothing),
+      batches=batches, total_steps=total_steps, intervals=config.train, mesh=setup.mesh,
+      rules=setup.rules, config=config, summarize=_summarize,
+      learning_rate=lambda step: setup.schedule(step // accum),
+      evaluate=lambda state: _validation_loss(state.params, setup, task, config),
+      per_process_batches=True)
+  run = core.loop.run(loop, setup.state, setup.init, stop_after=max_steps_this_run)
+  result = {"steps": run.step, "train_time_s": round(run.elapsed_s, 1),
+            "train_target_tokens_per_s": round(run.totals.get("tokens", 0.0)
+                                               / max(run.elapsed_s, 1e-9), 1)}
+  if run.step < total_steps:
     return result
-  params = state.params
+  params, validation = run.state.params, run.validation
   if config.eval.average_last_n > 1:
-    params = _load_params(config, setup, ckpt)
+    params = _load_params(config, setup, workdir)
   if config.eval.average_last_n > 1 or not validation:  # averaged, or nothing left to train
     validation = _validation_loss(params, setup, task, config)
   result.update(validation)
   result.update(_test_metrics(config, workdir, task, setup, params))
-  ckpt.close()
   return result
-
-
-class _TrainMeter:
-  """Sums step metrics on device; `flush` fetches them with one host sync per window."""
-
-  def __init__(self, schedule, grad_accum_steps: int):
-    self._schedule = schedule
-    self._accum = grad_accum_steps
-    self._sums = None
-    self._window_steps = 0
-    self._window_start = self._start = time.time()
-    self._tokens = 0.0
-
-  def add(self, sums: dict[str, jax.Array]) -> None:
-    self._sums = sums if self._sums is None else jax.tree.map(jnp.add, self._sums, sums)
-    self._window_steps += 1
-
-  def flush(self, step: int) -> dict[str, float]:
-    """Train loss/perplexity since the last flush; raises if the loss went non-finite."""
-    host = {k: float(v) for k, v in self._sums.items()}
-    core.check_finite(host["loss"], step)
-    tokens = max(host["tokens"], 1.0)
-    now = time.time()
-    record = {"train_loss": host["loss"] / tokens,
-              "train_ppl": float(np.exp(host["nll"] / tokens)),
-              "learning_rate": float(self._schedule(step // self._accum)),
-              "steps_per_s": self._window_steps / max(now - self._window_start, 1e-9)}
-    self._tokens += host["tokens"]
-    self._sums, self._window_steps, self._window_start = None, 0, now
-    return record
-
-  def throughput(self) -> dict[str, float]:
-    elapsed = max(time.time() - self._start, 1e-9)
-    return {"train_time_s": round(elapsed, 1),
-            "train_target_tokens_per_s": round(self._tokens / elapsed, 1)}
 
 
 # ------------------------------------------------------------------------------------------
@@ -394,13 +323,14 @@ class _TrainMeter:
 # ------------------------------------------------------------------------------------------
 
 
-def _load_params(config, setup: _Setup, ckpt: core.Checkpointer):
-  if ckpt.latest_step is None:
-    raise UserError(f"no checkpoint in {ckpt.directory}; train first (--mode=train) with this "
-                    "workdir.")
+def _load_params(config, setup: _Setup, workdir: str):
+  """The latest checkpoint's parameters, or the average of the last `eval.average_last_n`."""
+  directory = os.path.join(workdir, "checkpoints")
   if config.eval.average_last_n > 1:
-    return ckpt.average_params(setup.state, config.eval.average_last_n)
-  return ckpt.restore(ckpt.latest_step, setup.state)[0].params
+    with core.Checkpointer(directory) as ckpt:
+      return ckpt.average_params(setup.state, config.eval.average_last_n)
+  return core.restore_finished(directory, setup.state,
+                               "train (--mode=train) with this workdir").params
 
 
 def _decode(config, task: Task, setup: _Setup, params, records: Sequence[dict[str, str]]
@@ -416,7 +346,7 @@ def _decode(config, task: Task, setup: _Setup, params, records: Sequence[dict[st
   hyps, refs = [], []
   total = -(-len(records) // batch_size)
   for batch, batch_refs in core.progress(batches, total=total, desc="decode"):
-    src = core.shard_batch(_process_rows({"src": batch["src"]}), setup.mesh)["src"]
+    src = core.shard_batch(core.mesh.process_rows({"src": batch["src"]}), setup.mesh)["src"]
     tokens, _ = search(params, src)
     tokens = multihost_utils.process_allgather(tokens, tiled=True)
     hyps += [task.tokenizer.decode(row) for row, real in zip(tokens, batch["mask"]) if real]
@@ -464,13 +394,11 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   """Test-split BLEU of the workdir's latest checkpoint (or average of the last N)."""
   task = prepare_task(config, workdir)
   setup = _setup(config, task.tokenizer.vocab_size)
-  ckpt = _checkpointer(config, workdir)
-  params = _load_params(config, setup, ckpt)
-  result = {"step": ckpt.latest_step,
-            **_validation_loss(params, setup, task, config),
-            **_test_metrics(config, workdir, task, setup, params)}
-  ckpt.close()
-  return result
+  params = _load_params(config, setup, workdir)
+  with core.Checkpointer(os.path.join(workdir, "checkpoints")) as ckpt:
+    step = ckpt.latest_step
+  return {"step": step, **_validation_loss(params, setup, task, config),
+          **_test_metrics(config, workdir, task, setup, params)}
 
 
 def translate(config: ml_collections.ConfigDict, workdir: str,
@@ -482,7 +410,5 @@ def translate(config: ml_collections.ConfigDict, workdir: str,
   # Only the vocabulary is needed, not the corpus (Tokenizer says clearly if it is missing).
   task = Task(tokenizer=tokenizer_lib.Tokenizer(_tokenizer_path(config, workdir)), splits={})
   setup = _setup(config, task.tokenizer.vocab_size)
-  ckpt = _checkpointer(config, workdir)
-  params = _load_params(config, setup, ckpt)
-  ckpt.close()
+  params = _load_params(config, setup, workdir)
   return _decode(config, task, setup, params, [{"src": s, "tgt": ""} for s in lines])[0]

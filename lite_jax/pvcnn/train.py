@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-from typing import Any, Callable, Iterable, Iterator, NamedTuple, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import flax.linen as nn
 import grain
@@ -22,7 +22,6 @@ import ml_collections
 import numpy as np
 import optax
 from absl import logging
-from jax.sharding import NamedSharding, PartitionSpec as P
 
 from data import pointclouds
 from kernels.devoxelize import devoxelize_path
@@ -116,29 +115,8 @@ def _sample_inputs(spec: TaskSpec, config, batch: int) -> dict[str, np.ndarray]:
   return inputs
 
 
-def create_state(model: nn.Module, spec: TaskSpec, config: ml_collections.ConfigDict,
-                 total_steps: int, mesh) -> tuple[TrainState, optax.Schedule]:
-  """A fresh train state, replicated over the mesh, and its learning-rate schedule."""
-  optim = ml_collections.ConfigDict(config.optim.to_dict())
-  optim.total_updates = total_steps
-  tx, schedule = core.make_optimizer(optim)
-  # Parameters from an RBG key: as reproducible as threefry, and XLA:CPU compiles the init
-  # in about half the time (threefry unrolls its rounds per parameter).
-  init_key = jax.random.key(config.seed, impl="rbg")
-  dropout_key = jax.random.fold_in(jax.random.PRNGKey(config.seed), 1)
-  inputs = model_inputs(spec.task, _sample_inputs(spec, config, 1))
-
-  def init(key):
-    variables = model.init({"params": key}, *inputs, train=False)
-    state = TrainState.create(variables["params"], tx, dropout_key)
-    return state.replace(batch_stats=variables["batch_stats"])
-
-  replicated = NamedSharding(mesh, P())
-  return jax.jit(init, out_shardings=replicated)(init_key), schedule
-
-
 def make_train_step(model: nn.Module, task: str) -> Callable:
-  """The jitted step: mean cross-entropy over all points and classes (the reference loss)."""
+  """The step: mean cross-entropy over all points and classes (the reference loss)."""
 
   def step(state: TrainState, batch: dict[str, jax.Array]):
     def loss_fn(params):
@@ -154,10 +132,11 @@ def make_train_step(model: nn.Module, task: str) -> Callable:
     accuracy = jnp.mean(jnp.argmax(logits, -1) == batch["labels"])
     return state, {"loss": loss, "accuracy": accuracy}
 
-  return jax.jit(step, donate_argnums=0)
+  return step
 
 
-class _Run(NamedTuple):
+@dataclasses.dataclass
+class _Run:
   """Everything `train_and_evaluate` and `evaluate` build from a config."""
   spec: TaskSpec
   train: Sequence[dict]
@@ -165,9 +144,10 @@ class _Run(NamedTuple):
   total_steps: int
   model: nn.Module
   mesh: Any
-  state: TrainState  # fresh; the caller restores over it
+  rules: Any
+  abstract: TrainState  # shapes, dtypes and shardings only
+  init: Callable[[], TrainState]
   schedule: optax.Schedule
-  checkpointer: core.Checkpointer
 
 
 def _setup(config: ml_collections.ConfigDict, workdir: str) -> _Run:
@@ -179,11 +159,23 @@ def _setup(config: ml_collections.ConfigDict, workdir: str) -> _Run:
                     f"({config.train.batch_size}).")
   total_steps = max(1, round(config.train.num_epochs * steps_per_epoch))
   model = build_model(spec.task, config.model, spec.num_classes, spec.num_categories)
-  mesh = core.make_mesh()
-  state, schedule = create_state(model, spec, config, total_steps, mesh)
-  checkpointer = core.Checkpointer(os.path.join(workdir, "checkpoints"),
-                                   max_to_keep=config.train.keep_checkpoints)
-  return _Run(spec, train, test, total_steps, model, mesh, state, schedule, checkpointer)
+  mesh = core.mesh.from_config(config.mesh)
+  rules = core.mesh.rules_from_config(config.mesh)
+  optim = ml_collections.ConfigDict(config.optim.to_dict())
+  optim.total_updates = total_steps
+  tx, schedule = core.make_optimizer(optim)
+  dropout_key = core.stream_key(config.seed, 1)
+  inputs = model_inputs(spec.task, _sample_inputs(spec, config, 1))
+
+  def init_fn(key):
+    variables = model.init({"params": key}, *inputs, train=False)
+    state = TrainState.create(variables["params"], tx, dropout_key)
+    return state.replace(batch_stats=variables["batch_stats"])
+
+  key = core.init_key(config.seed)
+  abstract, shardings = core.abstract_sharded_state(init_fn, key, mesh, rules)
+  return _Run(spec, train, test, total_steps, model, mesh, rules, abstract,
+              lambda: core.init_sharded(init_fn, key, shardings), schedule)
 
 
 def kernel_paths(config: ml_collections.ConfigDict) -> dict[str, str]:
@@ -199,56 +191,28 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     The test metrics (`miou`, ...), the final `step`, the kernel paths and the PNG path.
   """
   run = _setup(config, workdir)
-  # Under the mesh, the Pallas voxel kernels run per batch shard (`kernels._dispatch`).
-  with jax.set_mesh(run.mesh):
-    return _train_and_evaluate(run, config, workdir)
-
-
-def _train_and_evaluate(run: _Run, config: ml_collections.ConfigDict, workdir: str
-                        ) -> dict[str, Any]:
-  state, start = run.state, 0
-  restored = run.checkpointer.restore_latest(core.abstract_like(state))
-  if restored is not None:
-    state, data_state = restored
-    start = int(data_state["next_batch"])
-    logging.info("resuming from the checkpoint at step %d", start)
   logging.info("%s: %d training examples, %d steps of %d; kernels %s", run.spec.task,
                len(run.train), run.total_steps, config.train.batch_size, kernel_paths(config))
-  batches = iter(training_batches(run.train, run.spec, config)
-                 .slice(slice(start, run.total_steps))
-                 .to_iter_dataset(grain.ReadOptions(num_threads=2, prefetch_buffer_size=4)))
-  train_step = make_train_step(run.model, run.spec.task)
-  writer = core.MetricWriter(workdir)
-  with core.progress(total=run.total_steps, initial=start, desc="train") as bar:
-    for step in range(start + 1, run.total_steps + 1):
-      state, step_metrics = train_step(state, core.shard_batch(next(batches), run.mesh))
-      last = step == run.total_steps
-      if step % config.train.log_every_steps == 0 or last:
-        step_metrics = jax.device_get(step_metrics)
-        core.check_finite(float(step_metrics["loss"]), step)
-        writer.write(step, {**step_metrics, "learning_rate": run.schedule(step - 1)})
-        bar.set_postfix(loss=f"{float(step_metrics['loss']):.3f}")
-      if step % config.train.checkpoint_every_steps == 0 or last:
-        run.checkpointer.save(step, state, data_state={"next_batch": step},
-                              config=config.to_dict())
-      bar.update(1)
-  run.checkpointer.close()
-  result = evaluate_state(run.model, state, run.spec, run.test, config, run.mesh, workdir)
-  writer.write(run.total_steps, result)
-  writer.close()
+  loop = core.TrainLoop(
+      directory=workdir, step_fn=make_train_step(run.model, run.spec.task),
+      batches=training_batches(run.train, run.spec, config), total_steps=run.total_steps,
+      intervals=config.train, mesh=run.mesh, rules=run.rules, config=config,
+      learning_rate=lambda step: run.schedule(step - 1))
+  state = core.loop.run(loop, run.abstract, run.init).state
+  # Under the mesh, the Pallas voxel kernels run per batch shard (`kernels._dispatch`).
+  with core.mesh.activate(run.mesh, run.rules):
+    result = evaluate_state(run.model, state, run.spec, run.test, config, run.mesh, workdir)
+  with core.MetricWriter(workdir) as writer:
+    writer.write(run.total_steps, result)
   return {**result, "step": run.total_steps, **kernel_paths(config)}
 
 
 def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   """Evaluates the workdir's latest checkpoint on the test split."""
   run = _setup(config, workdir)
-  restored = run.checkpointer.restore_latest(core.abstract_like(run.state))
-  run.checkpointer.close()
-  if restored is None:
-    raise UserError(f"no checkpoint in {workdir}/checkpoints; train first (--mode=train) or "
-                    f"pass the workdir of a trained run.")
-  state = restored[0]
-  with jax.set_mesh(run.mesh):
+  state = core.restore_finished(os.path.join(workdir, "checkpoints"), run.abstract,
+                                "train (--mode=train)")
+  with core.mesh.activate(run.mesh, run.rules):
     result = evaluate_state(run.model, state, run.spec, run.test, config, run.mesh, workdir)
   return {**result, "step": int(state.step), **kernel_paths(config)}
 
