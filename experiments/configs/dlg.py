@@ -18,6 +18,7 @@ _REFERENCE_DEFENSES = (
 
 def _base() -> ConfigDict:
   c = ConfigDict()
+  c.preset = ""
   c.victim = "lenet"            # lenet | resnet | mlp
   c.image_size = 32
   c.channels = 3
@@ -190,4 +191,6 @@ PRESETS = {"lenet": lenet, "idlg": idlg, "ig": inverting_gradients, "resnet": re
 def get_config(preset: str = "lenet") -> ConfigDict:
   if preset not in PRESETS:
     raise UserError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}.")
-  return PRESETS[preset]()
+  config = PRESETS[preset]()
+  config.preset = preset
+  return config

@@ -21,7 +21,8 @@ quantisation, magnitude pruning of a given ratio; `defense_sweep` prices each on
 success and in the accuracy of a classifier trained with it.
 
 Metrics (`metrics.py`): MSE, PSNR, SSIM, label accuracy. Runs (`experiment.py`):
-`run_attack`, `defense_sweep`, `run_text_attack`, used by `python -m experiments.dlg`.
+`run_attack`, `defense_sweep`, `run_text_attack`, and the modes of `python -m experiments.dlg`
+(`attack`, `sweep`), which load the images `config.data` names.
 
 Example:
   victim = leakage.make_victim("lenet", jax.random.PRNGKey(0), input_shape=(32, 32, 3),
@@ -36,7 +37,8 @@ from lite_jax.leakage.attacks import (AttackResult, InvertingGradientsConfig,
                                       idlg_labels, inverting_gradients, l2_distance,
                                       total_variation)
 from lite_jax.leakage.defenses import Defense, apply_defense, defend
-from lite_jax.leakage.experiment import defense_sweep, run_attack, run_text_attack
+from lite_jax.leakage.experiment import (attack, defense_sweep, run_attack, run_text_attack,
+                                         sweep)
 from lite_jax.leakage.lbfgs import LBFGSConfig
 from lite_jax.leakage.metrics import label_accuracy, mse, psnr, ssim
 from lite_jax.leakage.text import TinyTransformerLM, sequence_gradient, text_attack

@@ -15,18 +15,16 @@ from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
-import matplotlib
 import numpy as np
 import optax
 from absl import logging
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402  (after choosing the headless backend)
-
-from lite_jax.core.errors import UserError  # noqa: E402
-from lite_jax.core.metrics import MetricWriter  # noqa: E402
-from lite_jax.leakage import attacks, defenses, lbfgs, metrics, text  # noqa: E402
-from lite_jax.leakage.victims import MLP, Victim, make_victim  # noqa: E402
+from data import images as image_data
+from lite_jax.core import plots
+from lite_jax.core.errors import UserError
+from lite_jax.core.metrics import MetricWriter
+from lite_jax.leakage import attacks, defenses, lbfgs, metrics, text
+from lite_jax.leakage.victims import MLP, Victim, make_victim
 
 ATTACKS = ("dlg", "idlg", "ig")
 
@@ -132,14 +130,12 @@ def plot_reconstructions(path: str, snapshots: np.ndarray, originals: np.ndarray
   """
   rows = min(len(originals), max_rows)
   cols = snapshots.shape[1] + 1
-  fig, axes = plt.subplots(rows, cols, figsize=(1.1 * cols, 1.2 * rows), squeeze=False)
+  fig, axes = plots.subplots(rows, cols, figsize=(1.1 * cols, 1.2 * rows), squeeze=False)
   for r in range(rows):
     for c in range(cols - 1):
       _show(axes[r, c], snapshots[r, c, 0], f"it {iterations[c]}" if r == 0 else None)
     _show(axes[r, -1], originals[r, 0], "original" if r == 0 else None)
-  fig.tight_layout()
-  fig.savefig(path, dpi=120)
-  plt.close(fig)
+  plots.save(fig, path)
 
 
 def _snapshot_iterations(config) -> list[int]:
@@ -246,7 +242,7 @@ def train_with_defenses(task: dict[str, np.ndarray], kinds: jax.Array, strengths
 
 def plot_defense_sweep(path: str, rows: list[dict[str, Any]]) -> None:
   """Attack MSE and task accuracy against defense strength, one line per noise/prune kind."""
-  fig, (ax_mse, ax_acc) = plt.subplots(1, 2, figsize=(9, 3.5))
+  fig, (ax_mse, ax_acc) = plots.subplots(1, 2, figsize=(9, 3.5))
   baseline = next((r for r in rows if r["kind"] == "none"), None)
   for kind, marker in (("gaussian", "o"), ("laplacian", "s"), ("prune", "^")):
     pts = sorted((r["strength"], r["mse"], r["accuracy"]) for r in rows if r["kind"] == kind)
@@ -265,9 +261,7 @@ def plot_defense_sweep(path: str, rows: list[dict[str, Any]]) -> None:
   ax_acc.set(xscale="log", xlabel="noise variance / pruning ratio", ylabel="task accuracy")
   ax_mse.legend(fontsize=7)
   ax_acc.legend(fontsize=7)
-  fig.tight_layout()
-  fig.savefig(path, dpi=120)
-  plt.close(fig)
+  plots.save(fig, path)
 
 
 def plot_defended_reconstructions(path: str, images: np.ndarray, originals: np.ndarray,
@@ -278,14 +272,12 @@ def plot_defended_reconstructions(path: str, images: np.ndarray, originals: np.n
     images: `[settings, N, B, H, W, C]` final reconstructions. originals: `[N, B, H, W, C]`.
   """
   rows, cols = originals.shape[0], len(names) + 1
-  fig, axes = plt.subplots(rows, cols, figsize=(1.0 * cols, 1.15 * rows), squeeze=False)
+  fig, axes = plots.subplots(rows, cols, figsize=(1.0 * cols, 1.15 * rows), squeeze=False)
   for r in range(rows):
     for c, name in enumerate(names):
       _show(axes[r, c], images[c, r, 0], name if r == 0 else None)
     _show(axes[r, -1], originals[r, 0], "original" if r == 0 else None)
-  fig.tight_layout()
-  fig.savefig(path, dpi=120)
-  plt.close(fig)
+  plots.save(fig, path)
 
 
 def defense_sweep(config, images: np.ndarray, labels: np.ndarray, task: dict[str, np.ndarray],
@@ -380,3 +372,35 @@ def run_text_attack(config, workdir: str) -> dict[str, Any]:
   with open(os.path.join(workdir, "summary.json"), "w", encoding="utf-8") as f:
     json.dump(summary, f, indent=2)
   return summary
+
+
+# ---------------------------------------------------------------------------------------------
+# Launcher modes (`python -m experiments.dlg`): the data comes from `config.data`.
+# ---------------------------------------------------------------------------------------------
+
+
+def _attack_images(config) -> tuple[np.ndarray, np.ndarray]:
+  if config.num_attacks < 1:
+    raise UserError(f"num_attacks must be at least 1, not {config.num_attacks}.")
+  return image_data.load_images(
+      config.data.source, size=config.image_size, channels=config.channels,
+      count=config.num_attacks * config.batch_size, num_classes=config.num_classes,
+      data_dir=config.data.data_dir or None, seed=config.data.seed)
+
+
+def attack(config, workdir: str) -> dict[str, Any]:
+  """The `attack` mode: `run_attack` on `config.data`'s images, or the text attack."""
+  if config.attack == "text":
+    if config.num_attacks < 1:
+      raise UserError(f"num_attacks must be at least 1, not {config.num_attacks}.")
+    return run_text_attack(config, workdir)
+  return run_attack(config, *_attack_images(config), workdir)
+
+
+def sweep(config, workdir: str) -> dict[str, Any]:
+  """The `defense_sweep` mode: `defense_sweep` on `config.data`'s images, each defense priced
+  on the digits classification task."""
+  if config.attack == "text":
+    raise UserError("the defense sweep attacks images; use an image preset.")
+  return defense_sweep(config, *_attack_images(config), image_data.load_digits_task(), workdir)
+

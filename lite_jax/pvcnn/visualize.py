@@ -6,10 +6,10 @@ import os
 from typing import Sequence
 
 import matplotlib
+import numpy as np
+from mpl_toolkits import mplot3d  # noqa: F401  (registers the "3d" projection)
 
-matplotlib.use("Agg")  # Files only; no display needed.
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+from lite_jax.core import plots
 
 
 def plot_segmentations(clouds: Sequence[tuple[str, np.ndarray, np.ndarray, np.ndarray]],
@@ -25,8 +25,8 @@ def plot_segmentations(clouds: Sequence[tuple[str, np.ndarray, np.ndarray, np.nd
   Returns:
     The path written.
   """
-  figure = plt.figure(figsize=(8, 4 * len(clouds)))
-  colors = plt.get_cmap("tab20")(np.arange(num_classes) % 20)
+  figure = plots.Figure(figsize=(8, 4 * len(clouds)))
+  colors = matplotlib.colormaps["tab20"](np.arange(num_classes) % 20)
   axes_order = [0, 2, 1] if up_axis == 1 else [0, 1, 2]  # matplotlib's 3-D axes are z-up.
   for row, (title, xyz, labels, prediction) in enumerate(clouds):
     for col, (name, values) in enumerate((("truth", labels), ("prediction", prediction))):
@@ -35,7 +35,4 @@ def plot_segmentations(clouds: Sequence[tuple[str, np.ndarray, np.ndarray, np.nd
                    depthshade=False)
       axis.set_title(f"{title}: {name}", fontsize=9)
       axis.set_axis_off()
-  figure.tight_layout()
-  figure.savefig(path, dpi=80)
-  plt.close(figure)
-  return os.fspath(path)
+  return plots.save(figure, path, dpi=80)
