@@ -123,6 +123,8 @@ def _tfds(name: str, count: int, data_dir: str | None) -> tuple[list[np.ndarray]
 
 def _files(paths: str, count: int) -> list[np.ndarray]:
   files = [p for p in paths.split(",") if p]
+  if not files:
+    raise UserError("image source 'file:' names no file; use file:PATH[,PATH...].")
   images = []
   for path in files:
     if not os.path.isfile(path):

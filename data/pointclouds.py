@@ -349,23 +349,39 @@ def _require_dir(path: str, what: str) -> None:
                     f"folder that holds the dataset.")
 
 
+_SHAPENET_LAYOUT = ("synsetoffset2category.txt, train_test_split/shuffled_{train,val,test}_"
+                    "file_list.json and one folder of <shape>.txt files per synset")
+
+
 def shapenet_files(root: str, split: str) -> list[tuple[str, int]]:
   """`(txt path, category)` of a ShapeNet Part split ('train' = train + val lists, 'test')."""
   _require_dir(root, "ShapeNet Part root")
-  with open(os.path.join(root, "synsetoffset2category.txt"), encoding="utf-8") as f:
+  lists = [os.path.join(root, "train_test_split", f"shuffled_{name}_file_list.json")
+           for name in (("train", "val") if split == "train" else ("test",))]
+  taxonomy = os.path.join(root, "synsetoffset2category.txt")
+  for path in (taxonomy, *lists):
+    if not os.path.isfile(path):
+      raise UserError(f"{root} is not a ShapeNet Part folder: {os.path.relpath(path, root)} is "
+                      f"missing (it needs {_SHAPENET_LAYOUT}).")
+  with open(taxonomy, encoding="utf-8") as f:
     category_of = {line.split()[1]: i for i, line in enumerate(f) if line.strip()}
   files = []
-  for list_name in (("train", "val") if split == "train" else ("test",)):
-    path = os.path.join(root, "train_test_split", f"shuffled_{list_name}_file_list.json")
+  for path in lists:
     with open(path, encoding="utf-8") as f:
       for entry in json.load(f):
         _, synset, name = entry.split("/")
+        if synset not in category_of:
+          raise UserError(f"{path} lists {entry}, whose synset is not in {taxonomy}.")
         files.append((os.path.join(root, synset, name + ".txt"), category_of[synset]))
   return files
 
 
 def read_shapenet_shape(path: str, category: int) -> dict[str, np.ndarray]:
-  data = np.loadtxt(path, dtype=np.float32, ndmin=2)
+  try:
+    data = np.loadtxt(path, dtype=np.float32, ndmin=2)
+  except (OSError, ValueError) as e:
+    raise UserError(f"cannot read the shape file {path} ({str(e).splitlines()[0]}); it must "
+                    f"hold rows 'x y z nx ny nz label'.") from None
   if data.shape[1] != 7 or not np.isfinite(data).all():
     raise UserError(f"{path} must hold finite rows 'x y z nx ny nz label'.")
   return {"points": data[:, :6], "labels": data[:, 6].astype(np.int32),

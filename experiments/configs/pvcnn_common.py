@@ -18,6 +18,7 @@ def base_config(task: str) -> ml_collections.ConfigDict:
   c.data.source = "local"  # 'local' (the user's files via the tfds builders) | 'synthetic'
   c.data.manual_dir = ""  # the dataset folder (see data/pointclouds.py)
   c.data.tfds_data_dir = ""  # where the ArrayRecord copy goes ('' = <workdir>/data/tfds)
+  c.data.rebuild = False  # build the ArrayRecord copy again when data settings changed
   c.data.seed = 0  # of the synthetic generators
   c.data.num_points = 2048  # points per training / vote sample
   c.data.with_normals = True  # ShapeNet: xyz + normals (6 channels) or xyz only

@@ -77,6 +77,9 @@ def _base() -> ml_collections.ConfigDict:
   c.data.max_len = 256  # tokens, after SentencePiece; longer training pairs are dropped.
   c.data.batch_tokens = 4096  # padded source+target tokens per micro-batch, whole job.
   c.data.bucket_boundaries = (8, 16, 24, 32, 48, 64, 96, 128, 192, 256)
+  # The workdir records the data settings it was prepared with; a run with other settings
+  # fails unless this asks to prepare the data again.
+  c.data.rebuild = False
 
   c.model = ml_collections.ConfigDict()
   c.model.kind = "lite"  # 'lite' (LSRA) | 'transformer'

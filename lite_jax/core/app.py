@@ -37,7 +37,7 @@ from absl import flags, logging
 from ml_collections import config_flags
 
 from lite_jax.core import mesh as mesh_lib
-from lite_jax.core.errors import UserError, parse_flags
+from lite_jax.core.errors import UserError, parse_flags, root_user_error
 from lite_jax.core.loop import Interrupted
 from lite_jax.core.metrics import print_result
 
@@ -75,7 +75,8 @@ def run(modes: Mapping[str, Mode], *, config: str,
     for name, flag in alias_flags.items():
       if flag.value is not None:
         _set_field(cfg, aliases[name][0], flag.value, f"--{name}")
-    workdir = workdir_flag.value or default_workdir(config_flag, cfg)
+    workdir = workdir_flag.value or default_workdir(
+        config_flags.get_config_filename(flags.FLAGS["config"]), cfg)
     check_workdir(workdir)
     if "mesh" in cfg:
       mesh_lib.initialize_distributed(cfg.mesh)
@@ -100,10 +101,6 @@ def _exit_on_user_error(fn: Callable, *args) -> Any:
   128 + signal. Anything else is a bug and keeps its traceback."""
   try:
     return fn(*args)
-  except UserError as e:
-    logging.debug("user error", exc_info=True)
-    print(f"error: {e}", file=sys.stderr, flush=True)
-    sys.exit(2)
   except Interrupted as e:
     print(e, file=sys.stderr, flush=True)
     sys.exit(e.exit_code)
@@ -111,11 +108,19 @@ def _exit_on_user_error(fn: Callable, *args) -> Any:
     e = Interrupted(signal.SIGINT)
     print(e, file=sys.stderr, flush=True)
     sys.exit(e.exit_code)
+  except Exception as e:  # pylint: disable=broad-except
+    # Data builders (tfds) re-raise our UserError wrapped in their own exception types.
+    user_error = root_user_error(e)
+    if user_error is None:
+      raise
+    logging.debug("user error", exc_info=True)
+    print(f"error: {user_error}", file=sys.stderr, flush=True)
+    sys.exit(2)
 
 
-def default_workdir(config_flag, config: ml_collections.ConfigDict) -> str:
+def default_workdir(config_file: str, config: ml_collections.ConfigDict) -> str:
   """`runs/<config file stem>_<preset>`, e.g. `runs/wmt_lite_demo`."""
-  stem = os.path.splitext(os.path.basename(config_flag.config_filename))[0]
+  stem = os.path.splitext(os.path.basename(config_file))[0]
   preset = config.get("preset") or "default"
   return os.path.join("runs", f"{stem}_{preset}")
 

@@ -18,7 +18,7 @@ class UserError(ValueError):
   """An error caused by the user's input; its message is one sentence saying what to fix."""
 
 
-def _root_user_error(error: BaseException | None) -> UserError | None:
+def root_user_error(error: BaseException | None) -> UserError | None:
   """The innermost `UserError` in an exception chain (config_flags re-wraps the original)."""
   found = None
   while error is not None:
@@ -38,6 +38,6 @@ def parse_flags(argv: list[str]) -> list[str]:
   try:
     return flags.FLAGS(argv)
   except flags.Error as e:
-    cause = _root_user_error(e)
+    cause = root_user_error(e)
     print(f"error: {cause if cause is not None else e}", file=sys.stderr, flush=True)
     sys.exit(2)

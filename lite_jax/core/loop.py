@@ -205,8 +205,9 @@ def run(loop: TrainLoop, abstract_state: Any, init_state: Callable[[], Any], *,
 
   Args:
     loop: what to train.
-    abstract_state: the state's `jax.ShapeDtypeStruct`s (with shardings where not
-      replicated), e.g. from `core.mesh.abstract_sharded_state` or `jax.eval_shape`.
+    abstract_state: the state's `jax.ShapeDtypeStruct`s, e.g. from
+      `core.mesh.abstract_sharded_state` or `jax.eval_shape`; leaves without a sharding are
+      replicated over the mesh.
     init_state: builds the initial state; called only when there is no checkpoint.
     stop_after: stop (after a checkpoint) once this run has taken that many steps, as a
       preempted job would.
@@ -219,6 +220,8 @@ def run(loop: TrainLoop, abstract_state: Any, init_state: Callable[[], Any], *,
     Interrupted: SIGINT/SIGTERM; the step reached was saved.
   """
   shardings = _shardings(abstract_state, loop.mesh)
+  abstract_state = jax.tree.map(
+      lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract_state, shardings)
   start_time = time.time()
   with Checkpointer(loop.checkpoint_dir, max_to_keep=loop.intervals.keep_checkpoints) as ckpt, \
        mesh_lib.activate(loop.mesh, loop.rules):

@@ -121,22 +121,53 @@ class Task:
   splits: dict[str, Sequence[dict[str, str]]]
 
 
-def _text_dir(config: ml_collections.ConfigDict, workdir: str) -> str:
-  d = config.data
-  if d.source == "synthetic":
-    text_dir = os.path.join(workdir, "data", "text")
-    done = os.path.join(text_dir, "COMPLETE")
-    if not os.path.exists(done):
-      train, valid, test = d.synthetic_pairs
-      synthetic_translation.write_corpus(text_dir, train=train, valid=valid, test=test,
-                                         seed=config.seed, src_lang=d.src_lang,
-                                         tgt_lang=d.tgt_lang)
-      open(done, "w").close()
-    return text_dir
-  if not d.text_dir:
+# The config fields a workdir's prepared corpus and vocabulary depend on.
+DATA_SETTINGS = ("data.source", "data.text_dir", "data.src_lang", "data.tgt_lang",
+                 "data.tfds_name", "data.tfds_data_dir", "data.valid_split", "data.test_split",
+                 "data.synthetic_pairs", "data.vocab_size", "data.spm_model",
+                 "data.spm_max_sentences")
+
+
+def _check_source(d: ml_collections.ConfigDict) -> None:
+  if d.source not in ("synthetic", "text", "tfds"):
+    raise UserError(f"config.data.source must be 'synthetic', 'text' or 'tfds', got "
+                    f"{d.source!r}.")
+  if d.source == "synthetic" and d.text_dir:
+    raise UserError(f"config.data.text_dir={d.text_dir!r} is set but data.source is "
+                    f"'synthetic'; pass --config.data.source=text to train on your files.")
+  if d.source == "text" and not d.text_dir:
     raise UserError("config.data.text_dir is empty; point it at a folder holding "
                     f"{{train,valid,test}}.{{{d.src_lang},{d.tgt_lang}}}.")
-  return d.text_dir
+  if d.source == "text" and not os.path.isdir(d.text_dir):
+    raise UserError(f"config.data.text_dir={d.text_dir!r} is not a directory.")
+  if d.source == "tfds" and not d.tfds_name:
+    raise UserError("config.data.tfds_name is empty; name a prepared catalog dataset such as "
+                    "'wmt14_translate/fr-en'.")
+
+
+def _data_settings(config: ml_collections.ConfigDict) -> dict[str, Any]:
+  settings = {key: config.data[key.split(".")[1]] for key in DATA_SETTINGS}
+  settings["data.text_dir"] = os.path.abspath(settings["data.text_dir"]) if (
+      settings["data.text_dir"]) else ""
+  if config.data.source == "synthetic":
+    settings["seed"] = config.seed  # the generated corpus depends on it
+  return settings
+
+
+def _text_dir(config: ml_collections.ConfigDict, workdir: str) -> str:
+  """The folder of `{train,valid,test}.{src,tgt}`: the user's, or the generated corpus."""
+  d = config.data
+  if d.source != "synthetic":
+    return d.text_dir
+  text_dir = os.path.join(workdir, "data", "text")
+  done = os.path.join(text_dir, "COMPLETE")
+  if not os.path.exists(done):
+    train, valid, test = d.synthetic_pairs
+    synthetic_translation.write_corpus(text_dir, train=train, valid=valid, test=test,
+                                       seed=config.seed, src_lang=d.src_lang,
+                                       tgt_lang=d.tgt_lang)
+    open(done, "w").close()
+  return text_dir
 
 
 def _spm_corpus(source: Sequence[dict[str, str]], path: str, limit: int) -> str:
@@ -149,34 +180,46 @@ def _spm_corpus(source: Sequence[dict[str, str]], path: str, limit: int) -> str:
   return path
 
 
-def prepare_task(config: ml_collections.ConfigDict, workdir: str) -> Task:
-  """Builds (once) and opens the corpus and its SentencePiece vocabulary."""
+def _open_splits(config: ml_collections.ConfigDict, workdir: str
+                 ) -> dict[str, Sequence[dict[str, str]]]:
   d = config.data
-  data_dir = os.path.join(workdir, "data")
-  if d.source in ("synthetic", "text"):
-    tfds_dir = d.tfds_data_dir or os.path.join(data_dir, "tfds")
-    translation.prepare_dataset(_text_dir(config, workdir), tfds_dir, d.src_lang, d.tgt_lang)
-    splits = {split: translation.data_source(tfds_dir, d.src_lang, d.tgt_lang, split)
-              for split in ("train", "valid", "test")}
-  elif d.source == "tfds":
-    if not d.tfds_name:
-      raise UserError("config.data.tfds_name is empty; name a prepared catalog dataset such as "
-                      "'wmt14_translate/fr-en'.")
+  if d.source == "tfds":
     names = {"train": "train", "valid": d.valid_split, "test": d.test_split}
-    splits = {split: translation.catalog_source(d.tfds_name, name, d.src_lang, d.tgt_lang,
-                                                data_dir=d.tfds_data_dir or None)
-              for split, name in names.items()}
-  else:
-    raise UserError(f"config.data.source must be 'synthetic', 'text' or 'tfds', got "
-                    f"{d.source!r}.")
+    return {split: translation.catalog_source(d.tfds_name, name, d.src_lang, d.tgt_lang,
+                                              data_dir=d.tfds_data_dir or None)
+            for split, name in names.items()}
+  tfds_dir = d.tfds_data_dir or os.path.join(workdir, "data", "tfds")
+  return {split: translation.data_source(tfds_dir, d.src_lang, d.tgt_lang, split)
+          for split in ("train", "valid", "test")}
+
+
+def _prepare_files(config: ml_collections.ConfigDict, workdir: str) -> None:
+  """Writes what the workdir's data needs once: the generated corpus, its ArrayRecord copy
+  and the SentencePiece vocabulary."""
+  d = config.data
+  if d.source != "tfds":
+    translation.prepare_dataset(_text_dir(config, workdir),
+                                d.tfds_data_dir or os.path.join(workdir, "data", "tfds"),
+                                d.src_lang, d.tgt_lang)
   spm_model = _tokenizer_path(config, workdir)
   if not d.spm_model and not os.path.exists(spm_model):
-    if jax.process_index() == 0:
-      corpus = _spm_corpus(splits["train"], os.path.join(data_dir, "spm_corpus.txt"),
-                           d.spm_max_sentences)
-      tokenizer_lib.train_sentencepiece([corpus], spm_model[:-len(".model")], d.vocab_size)
-    multihost_utils.sync_global_devices("sentencepiece trained")
-  return Task(tokenizer=tokenizer_lib.Tokenizer(spm_model), splits=splits)
+    corpus = _spm_corpus(_open_splits(config, workdir)["train"],
+                         os.path.join(workdir, "data", "spm_corpus.txt"), d.spm_max_sentences)
+    tokenizer_lib.train_sentencepiece([corpus], spm_model[:-len(".model")], d.vocab_size)
+
+
+def prepare_task(config: ml_collections.ConfigDict, workdir: str) -> Task:
+  """Builds (once, on the first process) and opens the corpus and its vocabulary.
+
+  The data settings are recorded in the workdir: a later run with other settings (another
+  `data.text_dir`, ...) is a `UserError` unless `data.rebuild` asks to prepare it again.
+  """
+  _check_source(config.data)
+  core.workdir.check_data_settings(os.path.join(workdir, "data"), _data_settings(config),
+                                   rebuild=config.data.rebuild)
+  core.workdir.on_first_process("corpus prepared", _prepare_files, config, workdir)
+  return Task(tokenizer=tokenizer_lib.Tokenizer(_tokenizer_path(config, workdir)),
+              splits=_open_splits(config, workdir))
 
 
 def _tokenizer_path(config: ml_collections.ConfigDict, workdir: str) -> str:
@@ -407,6 +450,10 @@ def translate(config: ml_collections.ConfigDict, workdir: str,
   lines = list(lines)
   if not lines:
     raise UserError("nothing to translate: the input has no lines.")
+  checkpoints = os.path.join(workdir, "checkpoints")
+  if not os.path.isdir(checkpoints) or not os.listdir(checkpoints):
+    raise UserError(f"{workdir} holds no trained model; train first (--mode=train) with this "
+                    f"workdir and config.")
   # Only the vocabulary is needed, not the corpus (Tokenizer says clearly if it is missing).
   task = Task(tokenizer=tokenizer_lib.Tokenizer(_tokenizer_path(config, workdir)), splits={})
   setup = _setup(config, task.tokenizer.vocab_size)

@@ -69,8 +69,16 @@ def task_spec(config: ml_collections.ConfigDict) -> TaskSpec:
 
 def load_data(config: ml_collections.ConfigDict, workdir: str
               ) -> tuple[Sequence[dict], Sequence[dict]]:
-  """Random-access `(train, test)` example sources (see `data/pointclouds.py`)."""
+  """Random-access `(train, test)` example sources (see `data/pointclouds.py`).
+
+  The user's files are built once into an ArrayRecord copy under the workdir, which records
+  the settings it was built from: a later run naming another folder is a `UserError` unless
+  `data.rebuild` asks to build it again.
+  """
   d = config.data
+  if d.source == "synthetic" and d.manual_dir:
+    raise UserError(f"config.data.manual_dir={d.manual_dir!r} is set but data.source is "
+                    f"'synthetic'; pass --config.data.source=local to train on your files.")
   if d.source == "synthetic" and config.task == "shapenet":
     points = tuple(d.synthetic_points)
     return (pointclouds.SyntheticPartShapes(d.synthetic_train, d.seed, points),
@@ -79,13 +87,19 @@ def load_data(config: ml_collections.ConfigDict, workdir: str
     rooms = lambda n, seed: pointclouds.synthetic_room_windows(
         n, seed, points_per_m2=d.synthetic_density, max_points=d.window_points)
     return rooms(d.synthetic_train, d.seed), rooms(d.synthetic_test, d.seed + 1)
-  data_dir = d.tfds_data_dir or os.path.join(workdir, "data", "tfds")
-  if config.task == "shapenet":
-    builder = pointclouds.prepare(pointclouds.ShapeNetPart, d.manual_dir, data_dir)
-    return builder.as_data_source("train"), builder.as_data_source("test")
-  if d.holdout_area not in range(1, 7):
+  if config.task == "s3dis" and d.holdout_area not in range(1, 7):
     raise UserError(f"data.holdout_area must be 1..6, got {d.holdout_area}.")
-  builder = pointclouds.prepare(pointclouds.S3DIS, d.manual_dir, data_dir)
+  data_dir = d.tfds_data_dir or os.path.join(workdir, "data", "tfds")
+  core.workdir.check_data_settings(
+      os.path.join(workdir, "data"),
+      {"task": config.task, "data.manual_dir": os.path.abspath(d.manual_dir or "."),
+       "data.tfds_data_dir": d.tfds_data_dir}, rebuild=d.rebuild)
+  builder_cls = pointclouds.ShapeNetPart if config.task == "shapenet" else pointclouds.S3DIS
+  core.workdir.on_first_process("point clouds prepared", pointclouds.prepare, builder_cls,
+                                d.manual_dir, data_dir)
+  builder = pointclouds.prepare(builder_cls, d.manual_dir, data_dir)
+  if config.task == "shapenet":
+    return builder.as_data_source("train"), builder.as_data_source("test")
   train_areas = "+".join(f"area_{a}" for a in range(1, 7) if a != d.holdout_area)
   return builder.as_data_source(train_areas), builder.as_data_source(f"area_{d.holdout_area}")
 

@@ -1,0 +1,65 @@
+"""The shared launcher (`core.app.run`): every bad input is one sentence and exit status 2, a
+misspelled config key names the closest valid one, the default workdir follows the preset."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from lite_jax.core import app
+from tests.core import toy_config
+
+TOY_APP = os.path.join(os.path.dirname(os.path.abspath(__file__)), "toy_app.py")
+
+
+def _run(*flags, cwd=None):
+  return subprocess.run([sys.executable, TOY_APP, *flags], capture_output=True, text=True,
+                        timeout=300, cwd=cwd)
+
+
+@pytest.mark.parametrize("flags,message", [
+    (["--config.train.log_every_stepz=3"],
+     "error: --config.train.log_every_stepz: the config has no field 'train.log_every_stepz'; "
+     "did you mean config.train.log_every_steps?"),
+    (["--config.trian.log_every_steps=3"],
+     "error: --config.trian.log_every_steps: the config has no field "
+     "'trian.log_every_steps'; did you mean config.train.log_every_steps?"),
+    (["--config.total_steps=many"], "error: flag --config.total_steps=many: invalid literal "
+                                    "for int() with base 10: 'many'"),
+    (["--mode=evaluate"], "error: flag --mode=evaluate: value should be one of <train>"),
+    (["--workdir=WORKDIR/file"], "error: --workdir=WORKDIR/file is a file, not a directory; "
+                                 "pass a directory."),
+    (["--workdir=WORKDIR/file/sub"], "error: --workdir=WORKDIR/file/sub cannot be created "
+                                     "(WORKDIR/file is not a writable directory); pass another "
+                                     "--workdir."),
+    (["--flagfile=WORKDIR/missing.flags"], "error: "),
+    (["extra"], "error: unexpected arguments: extra; flags take the form --name=value."),
+])
+def test_bad_input_is_one_sentence_and_exit_2(tmp_path, flags, message):
+  (tmp_path / "file").write_text("")
+  flags = [f.replace("WORKDIR", str(tmp_path)) for f in flags]
+  if not any(f.startswith("--workdir") for f in flags):
+    flags.append(f"--workdir={tmp_path}/run")
+  result = _run(*flags)
+  assert result.returncode == 2, result.stderr[-2000:]
+  assert result.stderr.strip().splitlines() == [message.replace("WORKDIR", str(tmp_path))] or (
+      message == "error: " and len(result.stderr.strip().splitlines()) == 1
+      and result.stderr.startswith("error: "))
+  assert not result.stdout
+
+
+def test_default_workdir_is_named_after_the_config_and_preset(tmp_path):
+  result = _run(f"--config={os.path.dirname(TOY_APP)}/toy_config.py:small",
+                "--config.total_steps=2", cwd=tmp_path)
+  assert result.returncode == 0, result.stderr[-2000:]
+  assert json.loads(result.stdout.strip().splitlines()[-1])["step"] == 2
+  assert os.path.isdir(tmp_path / "runs" / "toy_config_small" / "checkpoints")
+
+
+def test_config_keys_cover_nested_fields():
+  keys = app.config_keys(toy_config.get_config())
+  assert {"train", "train.log_every_steps", "mesh.rules.embed", "learning_rate"} <= set(keys)
