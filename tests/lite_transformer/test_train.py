@@ -2,11 +2,15 @@
 
 import json
 import os
+import re
+import shutil
+import socket
 import subprocess
 import sys
 
 import chex
 import jax
+import numpy as np
 import pytest
 
 from experiments.configs import wmt_lite
@@ -18,6 +22,11 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 def _tiny(**overrides):
   config = wmt_lite.get_config("tiny")
+  config.train.keep_checkpoints = 10  # every checkpoint of the 8 steps stays to compare
+  # Attention key biases have identically zero gradients; Adam's default eps would turn the
+  # rounding noise in them into lr-sized steps, and runs on different device counts could
+  # not be compared. An eps above that noise keeps them comparable.
+  config.optim.eps = 1e-4
   for key, value in overrides.items():
     node = config
     *parents, leaf = key.split(".")
@@ -30,10 +39,7 @@ def _tiny(**overrides):
 def _params(workdir, config):
   task = train.prepare_task(config, workdir)
   setup = train._setup(config, task.tokenizer.vocab_size)
-  ckpt = train._checkpointer(config, workdir)
-  params = train._load_params(config, setup, ckpt)
-  ckpt.close()
-  return params
+  return train._load_params(config, setup, workdir)
 
 
 def _losses(workdir):
@@ -84,13 +90,24 @@ def test_unknown_preset_is_a_user_error():
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-  """An uninterrupted tiny run, and one killed after 4 steps and resumed."""
-  full = str(tmp_path_factory.mktemp("full"))
-  result = train.train_and_evaluate(_tiny(), full)
-  resumed = str(tmp_path_factory.mktemp("resumed"))
-  partial = train.train_and_evaluate(_tiny(), resumed, max_steps_this_run=4)
-  resumed_result = train.train_and_evaluate(_tiny(), resumed)
-  return full, result, resumed, partial, resumed_result
+  """An uninterrupted tiny run, and one stopped after 4 steps and resumed; the train step's
+  traces are counted (it must compile once per bucket shape)."""
+  traces = []
+
+  def counted_step(state, batch, **kwargs):
+    traces.append(batch["src"].shape)  # runs only while tracing
+    return train_step(state, batch, **kwargs)
+
+  train_step = train.train_step
+  with pytest.MonkeyPatch.context() as patch:
+    patch.setattr(train, "train_step", counted_step)
+    full = str(tmp_path_factory.mktemp("full"))
+    result = train.train_and_evaluate(_tiny(), full)
+    full_traces = list(traces)
+    resumed = str(tmp_path_factory.mktemp("resumed"))
+    partial = train.train_and_evaluate(_tiny(), resumed, max_steps_this_run=4)
+    resumed_result = train.train_and_evaluate(_tiny(), resumed)
+  return full, result, resumed, partial, resumed_result, full_traces
 
 
 def test_tiny_run_trains_checkpoints_and_evaluates(trained):
@@ -107,16 +124,20 @@ def test_tiny_run_trains_checkpoints_and_evaluates(trained):
   assert core.Checkpointer(os.path.join(full, "checkpoints")).latest_step == 8
 
 
+def test_train_step_compiles_once_per_bucket_shape(trained):
+  *_, traces = trained
+  assert len(traces) == len(set(traces)) <= 2, traces
+
+
 def test_kill_and_resume_gives_identical_steps(trained):
-  full, result, resumed, partial, resumed_result = trained
+  full, result, resumed, partial, resumed_result, _ = trained
   assert partial["steps"] == 4 and "bleu" not in partial
   full_losses, resumed_losses = _losses(full), _losses(resumed)
   for step in (6, 8):  # logged after the resume at step 4
-    assert resumed_losses[step] == pytest.approx(full_losses[step], rel=1e-5)
+    assert resumed_losses[step] == full_losses[step]
   config = _tiny()
-  chex.assert_trees_all_close(_params(full, config), _params(resumed, config), rtol=1e-5,
-                              atol=1e-6)
-  assert resumed_result["bleu"] == pytest.approx(result["bleu"])
+  chex.assert_trees_all_equal(_params(full, config), _params(resumed, config))
+  assert resumed_result["bleu"] == result["bleu"]
 
 
 def test_eval_and_translate_from_checkpoint(trained):
@@ -137,45 +158,19 @@ def test_checkpoint_of_another_model_shape_is_a_user_error(trained):
     train.evaluate(_tiny(**{"model.d_model": 48, "model.ffn_dim": 48}), full)
 
 
-def test_eight_devices_match_one(tmp_path):
+def test_one_device_matches_eight(trained, tmp_path):
+  """The fixture trained on the test process's 8 devices; 2 steps on one device end at the
+  same parameters (to float tolerance) as its step-2 checkpoint."""
+  full, *_ = trained
   assert jax.device_count() == 8
-  # Attention key biases have identically zero gradients; Adam's default eps would turn the
-  # rounding noise in them into lr-sized steps, so compare with an eps above that noise.
-  one = _tiny(**{"mesh.num_devices": 1, "optim.eps": 1e-4})
-  eight = _tiny(**{"optim.eps": 1e-4})
-  train.train_and_evaluate(one, str(tmp_path / "one"), max_steps_this_run=3)
-  train.train_and_evaluate(eight, str(tmp_path / "eight"), max_steps_this_run=3)
-  chex.assert_trees_all_close(_params(str(tmp_path / "one"), one),
-                              _params(str(tmp_path / "eight"), eight), rtol=2e-4, atol=2e-5)
-  assert _losses(str(tmp_path / "one"))[2] == pytest.approx(_losses(str(tmp_path / "eight"))[2],
-                                                            rel=1e-5)
-
-
-def test_non_finite_loss_stops_and_keeps_earlier_checkpoints(tmp_path):
-  config = _tiny(**{"optim.learning_rate": 1e30, "optim.warmup_steps": 1,
-                    "train.log_every": 1, "train.checkpoint_every": 1})
-  with pytest.raises(core.NonFiniteLossError, match="became"):
-    train.train_and_evaluate(config, str(tmp_path))
-  steps = core.Checkpointer(os.path.join(tmp_path, "checkpoints")).all_steps()
-  assert steps and steps[-1] < 8
-
-
-def test_train_step_compiles_once_per_bucket_shape(tmp_path):
-  config = _tiny()
-  task = train.prepare_task(config, str(tmp_path))
-  setup = train._setup(config, task.tokenizer.vocab_size)
-  state = core.init_sharded(setup.init_fn, jax.random.PRNGKey(0), setup.shardings)
-  shapes = set()
-  step = jax.jit(chex.assert_max_traces(
-      lambda s, b: train.train_step(s, b, model=setup.model, label_smoothing=0.1), n=2))
-  iterator = iter(train.translation.make_batches(
-      task.splits["train"], task.tokenizer, batch_tokens=config.data.batch_tokens,
-      max_len=config.data.max_len, bucket_boundaries=config.data.bucket_boundaries))
-  for _ in range(12):
-    batch = next(iterator)
-    shapes.add(batch["src"].shape)
-    state, _ = step(state, batch)
-  assert len(shapes) <= 2
+  one = _tiny(**{"mesh.num_devices": 1})
+  train.train_and_evaluate(one, str(tmp_path), max_steps_this_run=2)
+  setup = train._setup(one, train.prepare_task(one, str(tmp_path)).tokenizer.vocab_size)
+  with core.Checkpointer(os.path.join(full, "checkpoints")) as ckpt:
+    eight = ckpt.restore(2, setup.state)[0].params
+  chex.assert_trees_all_close(train._load_params(one, setup, str(tmp_path)), eight,
+                              rtol=2e-4, atol=2e-5)
+  assert _losses(str(tmp_path))[2] == pytest.approx(_losses(full)[2], rel=1e-5)
 
 
 # --- The launcher: one JSON line, one-sentence errors ------------------------------------
@@ -200,23 +195,19 @@ def test_launcher_profile_prints_one_json_line():
     ("empty", "empty"),
     ("mismatch", "line"),
 ])
-def test_launcher_bad_data_exits_with_one_sentence(tmp_path, setup, message):
+def test_bad_text_data_is_one_sentence(tmp_path, setup, message):
   text = tmp_path / "text"
   text.mkdir()
   if setup != "missing":
     for split in ("train", "valid", "test"):
       (text / f"{split}.en").write_text("a b c\nd e\n")
       (text / f"{split}.de").write_text("" if setup == "empty" else "x y\nz\nw\n")
-  result = _launch("--config=experiments/configs/wmt_lite.py:tiny",
-                   "--config.data.source=text", f"--config.data.text_dir={text}",
-                   "--config.data.src_lang=en", "--config.data.tgt_lang=de",
-                   f"--workdir={tmp_path / 'work'}")
-  assert result.returncode != 0
-  lines = result.stderr.strip().splitlines()
-  assert lines[-1].startswith("error: "), result.stderr[-2000:]
-  assert "Traceback" not in result.stderr
-  import re
-  assert re.search(message, lines[-1], re.IGNORECASE), lines[-1]
+  config = _tiny(**{"data.source": "text", "data.text_dir": str(text), "data.src_lang": "en",
+                    "data.tgt_lang": "de"})
+  with pytest.raises(core.UserError) as raised:
+    train.prepare_task(config, str(tmp_path / "work"))
+  assert re.search(message, str(raised.value), re.IGNORECASE), raised.value
+  assert str(raised.value).endswith(".")
 
 
 def test_launcher_unknown_preset_fails_cleanly():
@@ -245,3 +236,58 @@ def test_tokenized_bleu_moses_splits_punctuation():
   scores = train.bleu_scores(hyps, refs, config)
   assert scores["tok_bleu"] == pytest.approx(100.0)
   assert scores["bleu"] == pytest.approx(100.0)  # sacreBLEU's 13a tokenizer agrees
+
+
+# --- Multi-host: two CPU processes on localhost --------------------------------------------
+
+
+def _free_port() -> int:
+  with socket.socket() as s:
+    s.bind(("localhost", 0))
+    return s.getsockname()[1]
+
+
+def _two_processes(workdir) -> tuple[dict, str]:
+  """The tiny run as processes 0 and 1 of one job (`jax.distributed`, gloo collectives), 4
+  CPU devices each; returns process 0's result line and both processes' stderr."""
+  port = _free_port()
+  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4",
+             JAX_PLATFORMS="cpu")
+  processes = [subprocess.Popen(
+      [sys.executable, "-m", "experiments.wmt_lite",
+       "--config=experiments/configs/wmt_lite.py:tiny", "--config.train.keep_checkpoints=10",
+       "--config.optim.eps=1e-4",
+       f"--workdir={workdir}", "--config.mesh.distributed=true",
+       "--config.mesh.cpu_collectives=gloo", f"--config.mesh.coordinator_address=localhost:{port}",
+       "--config.mesh.num_processes=2", f"--config.mesh.process_id={i}"],
+      cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+      for i in range(2)]
+  outputs = [p.communicate(timeout=900) for p in processes]
+  errors = "\n".join(err[-3000:] for _, err in outputs)
+  for p in processes:
+    assert p.returncode == 0, errors
+  # Only process 0 prints the result (gloo itself logs its connections on stdout).
+  assert not [line for line in outputs[1][0].splitlines() if line.startswith("{")]
+  return json.loads(outputs[0][0].strip().splitlines()[-1]), errors
+
+
+@pytest.mark.slow
+def test_two_processes_train_checkpoint_resume_and_match_one(trained, tmp_path):
+  """Data-parallel over two processes: the same losses, validation and BLEU as the fixture's
+  run in one process on as many devices; a crash after step 4 (its later checkpoints gone)
+  resumes there and ends at the same result."""
+  full, result, *_ = trained
+  multi, _ = _two_processes(tmp_path)
+  np.testing.assert_allclose([multi["valid_loss"], multi["valid_ppl"], multi["bleu"]],
+                             [result["valid_loss"], result["valid_ppl"], result["bleu"]],
+                             rtol=1e-4)
+  np.testing.assert_allclose(list(_losses(str(tmp_path)).values()),
+                             list(_losses(full).values()), rtol=1e-4)
+  for step in ("6", "8"):
+    shutil.rmtree(tmp_path / "checkpoints" / step)
+  resumed, errors = _two_processes(tmp_path)
+  assert "resuming from step 4" in errors
+  assert resumed["steps"] == 8
+  np.testing.assert_allclose(resumed["valid_loss"], multi["valid_loss"], rtol=1e-6)
+  assert resumed["bleu"] == multi["bleu"]
+
