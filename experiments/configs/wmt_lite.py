@@ -23,7 +23,7 @@ Presets (`--config=experiments/configs/wmt_lite.py:PRESET`, or a flagfile that n
   where the text dir holds `{train,valid,test}.{src,tgt}` one sentence per line (the layout
   the usual WMT/IWSLT preparation scripts write).
 
-Recipes follow the reference (specs/lite_transformer.md §2): WMT — Adam(0.9, 0.98), label
+Recipes follow the reference (mit-han-lab/lite-transformer's configs): WMT — Adam(0.9, 0.98), label
 smoothing 0.1, ~524K tokens per update (token batches x gradient accumulation), cosine
 schedule with linear warmup from 1e-7 to 1e-3 over 5K (En-Fr) / 10K (En-De) updates, 50K
 updates, beam 4, length penalty 0.6, best checkpoint. IWSLT — inverse-sqrt at 5e-4 with 4K

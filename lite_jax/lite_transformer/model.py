@@ -221,9 +221,15 @@ def _layer_norm(config: TransformerConfig, name: str) -> nn.LayerNorm:
 
 
 def _add_and_norm(config, residual, update, deterministic, name):
-  """Post-LN residual: LayerNorm(residual + dropout(update))."""
+  """Post-LN residual: LayerNorm(residual + dropout(update)).
+
+  The residual stream is constrained to `(batch, length, embed)`: under tensor parallelism
+  the rules table keeps it whole on every `model` shard between the split layers (a no-op
+  unless a trainer activates a mesh and rules, `core.mesh.activate`).
+  """
   update = nn.Dropout(config.dropout)(update, deterministic=deterministic)
-  return _layer_norm(config, name)(residual + update)
+  out = _layer_norm(config, name)(residual + update)
+  return nn.with_logical_constraint(out, ("batch", "length", "embed"))
 
 
 class ConvBranch(nn.Module):
@@ -325,6 +331,7 @@ class FeedForward(nn.Module):
   def __call__(self, x, *, deterministic=True):
     h = dense(self.hidden_dim, ("embed", "mlp"), dtype=self.dtype,
               param_dtype=self.param_dtype, name="hidden")(x)
+    h = nn.with_logical_constraint(h, ("batch", "length", "mlp"))  # split over `model` in TP
     h = nn.Dropout(self.activation_dropout)(nn.relu(h), deterministic=deterministic)
     return dense(x.shape[-1], ("mlp", "embed"), dtype=self.dtype,
                  param_dtype=self.param_dtype, name="output")(h)

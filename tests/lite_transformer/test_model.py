@@ -124,7 +124,7 @@ def wmt_lite_config(d):
 def test_non_embedding_parameter_counts(config, millions, decimals):
   total, kernels = non_embedding_counts(config)
   assert total == pytest.approx(millions * 1e6, rel=0.02)
-  # The spec's [code] numbers count weight matrices only (biases and LayerNorms add
+  # The reference code's counts are of weight matrices only (biases and LayerNorms add
   # 150 * d_model here); those match ours to the digits given.
   assert round(kernels / 1e6, decimals) == millions
 
