@@ -226,6 +226,11 @@ def _synthetic(tiny: bool) -> ml_collections.ConfigDict:
     c.train.log_every_steps = 2
     c.train.eval_every_steps = 3
     c.train.checkpoint_every_steps = 2
+    c.train.keep_checkpoints = 10  # every checkpoint of the 8 steps stays, to compare runs
+    # Attention key biases have identically zero gradients; Adam's default eps would turn the
+    # rounding noise in them into lr-sized steps, and runs on different device counts (or
+    # processes) could not be compared. An eps above that noise keeps them comparable.
+    c.optim.eps = 1e-4
     c.train.eval_batches = 1
     c.eval.batch_size = 8
     c.eval.beam_size = 2

@@ -18,7 +18,8 @@ for all of them:
   checkpoints intact.
 * **Interruptions.** SIGINT (Ctrl-C) or SIGTERM finishes the running step, saves it, waits for
   the save and raises `Interrupted`, which the launcher (`core.app`) turns into one line and
-  exit status 130 / 143. A second Ctrl-C stops at once; the last complete checkpoint stays.
+  exit status 130 / 143. A second Ctrl-C stops without saving the step reached (a save
+  already under way is finished); the last complete checkpoint stays.
 """
 
 from __future__ import annotations
@@ -256,6 +257,8 @@ def _run_steps(loop: TrainLoop, result: LoopResult, ckpt: Checkpointer, writer: 
   replicated = mesh_lib.replicated(loop.mesh)
   step_fn = jax.jit(loop.step_fn, out_shardings=(shardings, replicated), donate_argnums=0)
   step_args = jax.device_put(loop.step_args, replicated)
+  # One compiled schedule, not an eager dispatch (and compile) of each of its jnp ops.
+  learning_rate = jax.jit(loop.learning_rate) if loop.learning_rate is not None else None
   state, sums, window = result.state, None, 0
   window_start = time.time()
 
@@ -291,16 +294,14 @@ def _run_steps(loop: TrainLoop, result: LoopResult, ckpt: Checkpointer, writer: 
         now = time.time()
         record.update(loop.summarize(host, window))
         record["steps_per_s"] = window / max(now - window_start, 1e-9)
-        if loop.learning_rate is not None:
-          record["learning_rate"] = float(loop.learning_rate(step))
+        if learning_rate is not None:
+          record["learning_rate"] = float(learning_rate(step))
         for k, v in host.items():
           result.totals[k] = result.totals.get(k, 0.0) + v
         sums, window, window_start = None, 0, now
         loss_key = next((k for k in record if "loss" in k), None)
         if loss_key:
           bar.set_postfix({loss_key: f"{record[loss_key]:.3f}"})
-      elif checkpoint and sums is not None:
-        fetch_sums(step)  # the window so far must be finite before its state is saved
       if loop.evaluate is not None and ((eval_every and step % eval_every == 0)
                                         or step == loop.total_steps):
         result.validation = loop.evaluate(state)
@@ -311,7 +312,7 @@ def _run_steps(loop: TrainLoop, result: LoopResult, ckpt: Checkpointer, writer: 
       stop_now = _stop_requested(stop, log or checkpoint)
       if checkpoint or stop_now:
         if sums is not None:
-          fetch_sums(step)
+          fetch_sums(step)  # the window so far must be finite before its state is saved
         save(step)
       if stop_now:
         ckpt.wait()

@@ -22,11 +22,6 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 def _tiny(**overrides):
   config = wmt_lite.get_config("tiny")
-  config.train.keep_checkpoints = 10  # every checkpoint of the 8 steps stays to compare
-  # Attention key biases have identically zero gradients; Adam's default eps would turn the
-  # rounding noise in them into lr-sized steps, and runs on different device counts could
-  # not be compared. An eps above that noise keeps them comparable.
-  config.optim.eps = 1e-4
   for key, value in overrides.items():
     node = config
     *parents, leaf = key.split(".")
@@ -255,8 +250,7 @@ def _two_processes(workdir) -> tuple[dict, str]:
              JAX_PLATFORMS="cpu")
   processes = [subprocess.Popen(
       [sys.executable, "-m", "experiments.wmt_lite",
-       "--config=experiments/configs/wmt_lite.py:tiny", "--config.train.keep_checkpoints=10",
-       "--config.optim.eps=1e-4",
+       "--config=experiments/configs/wmt_lite.py:tiny",
        f"--workdir={workdir}", "--config.mesh.distributed=true",
        "--config.mesh.cpu_collectives=gloo", f"--config.mesh.coordinator_address=localhost:{port}",
        "--config.mesh.num_processes=2", f"--config.mesh.process_id={i}"],
