@@ -46,6 +46,7 @@ def base_config(task: str) -> ml_collections.ConfigDict:
   c.train.log_every_steps = 50
   c.train.checkpoint_every_steps = 1000
   c.train.keep_checkpoints = 3
+  c.train.steps_per_run = 0  # > 0: stop after this many steps (and a checkpoint); rerun resumes
 
   c.optim = ml_collections.ConfigDict()  # core.make_optimizer; total_updates set at runtime
   c.optim.learning_rate = 1e-3

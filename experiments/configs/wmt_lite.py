@@ -119,6 +119,7 @@ def _base() -> ml_collections.ConfigDict:
   c.train.eval_every_steps = 1000  # validation loss
   c.train.checkpoint_every_steps = 1000
   c.train.keep_checkpoints = 20
+  c.train.steps_per_run = 0  # > 0: stop after this many steps (and a checkpoint); rerun resumes
   c.train.eval_batches = 0  # 0 = whole validation split
 
   c.eval = ml_collections.ConfigDict()

@@ -12,7 +12,8 @@ for all of them:
 * **Intervals** from one set of keys: `log_every_steps` (summed metrics -> metrics.jsonl,
   TensorBoard, the progress bar), `eval_every_steps` (the validation hook, also at the last
   step; 0 = only there) and `checkpoint_every_steps` (also at the last step), keeping
-  `keep_checkpoints`.
+  `keep_checkpoints`; `steps_per_run` (0 = all) stops a run after that many steps and a
+  checkpoint, for schedulers that limit a job's time: rerun to continue.
 * **Never a broken checkpoint.** Before anything is saved the window's metrics and the state
   itself are checked to be finite; a NaN stops training with one sentence and the earlier
   checkpoints intact.
@@ -88,7 +89,7 @@ class TrainLoop:
       `grain.IterDataset` whose iterator is checkpointable (`get_state`/`set_state`).
     total_steps: the step number training ends at.
     intervals: a config with `log_every_steps`, `checkpoint_every_steps`, `keep_checkpoints`
-      and optionally `eval_every_steps` (usually `config.train`).
+      and optionally `eval_every_steps` and `steps_per_run` (usually `config.train`).
     mesh: the device mesh; `rules`: the logical-axis rules active while stepping.
     config: the experiment config, saved with every checkpoint.
     step_args: fixed arguments after the batch (a frozen teacher, loss-network weights),
@@ -211,7 +212,7 @@ def run(loop: TrainLoop, abstract_state: Any, init_state: Callable[[], Any], *,
       replicated over the mesh.
     init_state: builds the initial state; called only when there is no checkpoint.
     stop_after: stop (after a checkpoint) once this run has taken that many steps, as a
-      preempted job would.
+      preempted job would (default: `intervals.steps_per_run`, 0 = never).
 
   Returns:
     The final state and what was logged (`LoopResult`).
@@ -220,6 +221,7 @@ def run(loop: TrainLoop, abstract_state: Any, init_state: Callable[[], Any], *,
     NonFiniteError: a metric or the state became NaN/inf (nothing non-finite was saved).
     Interrupted: SIGINT/SIGTERM; the step reached was saved.
   """
+  stop_after = stop_after or loop.intervals.get("steps_per_run", 0) or None
   shardings = _shardings(abstract_state, loop.mesh)
   abstract_state = jax.tree.map(
       lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract_state, shardings)

@@ -308,15 +308,13 @@ def _summarize(sums: dict[str, float], steps: int) -> dict[str, float]:
   return {"train_loss": sums["loss"] / tokens, "train_ppl": float(np.exp(sums["nll"] / tokens))}
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
-                       max_steps_this_run: int | None = None) -> dict[str, Any]:
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   """Trains (resuming from the workdir's latest checkpoint), then decodes the test split.
 
   Args:
     config: a `experiments/configs/wmt_lite.py` config.
-    workdir: outputs; rerunning with the same workdir resumes exactly.
-    max_steps_this_run: stop (after a checkpoint) once this run has taken that many
-      micro-steps, as a preempted job would; the returned dict then has no test metrics.
+    workdir: outputs; rerunning with the same workdir resumes exactly. A run that stops
+      early (`train.steps_per_run`, as a preempted job would) returns no test metrics.
 
   Returns:
     Final metrics: test `bleu` (sacreBLEU), `tok_bleu`, validation loss, `params`, `macs`,
@@ -345,7 +343,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
       learning_rate=lambda step: setup.schedule(step // accum),
       evaluate=lambda state: _validation_loss(state.params, setup, task, config),
       per_process_batches=True)
-  run = core.loop.run(loop, setup.state, setup.init, stop_after=max_steps_this_run)
+  run = core.loop.run(loop, setup.state, setup.init)
   result = {"steps": run.step, "train_time_s": round(run.elapsed_s, 1),
             "train_target_tokens_per_s": round(run.totals.get("tokens", 0.0)
                                                / max(run.elapsed_s, 1e-9), 1)}
