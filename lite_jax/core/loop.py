@@ -191,7 +191,7 @@ def _shardings(abstract: Any, mesh: jax.sharding.Mesh) -> Any:
 _accumulate = jax.jit(lambda sums, metrics: jax.tree.map(jnp.add, sums, metrics))
 
 
-def restore_or_init(checkpointer: Checkpointer, abstract_state: Any,
+def _restore_or_init(checkpointer: Checkpointer, abstract_state: Any,
                     init_state: Callable[[], Any], shardings: Any
                     ) -> tuple[Any, dict[str, Any] | None]:
   """`(state, data_state)` of the newest good checkpoint, or `(init_state(), None)`."""
@@ -202,7 +202,7 @@ def restore_or_init(checkpointer: Checkpointer, abstract_state: Any,
 
 
 def run(loop: TrainLoop, abstract_state: Any, init_state: Callable[[], Any], *,
-          stop_after: int | None = None) -> LoopResult:
+        stop_after: int | None = None) -> LoopResult:
   """Runs `loop` to `loop.total_steps`, resuming from its latest good checkpoint.
 
   Args:
@@ -228,7 +228,7 @@ def run(loop: TrainLoop, abstract_state: Any, init_state: Callable[[], Any], *,
   start_time = time.time()
   with Checkpointer(loop.checkpoint_dir, max_to_keep=loop.intervals.keep_checkpoints) as ckpt, \
        mesh_lib.activate(loop.mesh, loop.rules):
-    state, data_state = restore_or_init(ckpt, abstract_state, init_state, shardings)
+    state, data_state = _restore_or_init(ckpt, abstract_state, init_state, shardings)
     first_step = int(jax.device_get(_step_of(state, data_state)))
     if data_state is not None:
       logging.warning("%s: resuming from step %d of %s (use a fresh --workdir to start over)",
