@@ -13,12 +13,14 @@ import pytest
 from lite_jax.core import app
 from tests.core import toy_config
 
-TOY_APP = os.path.join(os.path.dirname(os.path.abspath(__file__)), "toy_app.py")
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+TOY_CONFIG = os.path.join(ROOT, "tests", "core", "toy_config.py")
 
 
-def _run(*flags, cwd=None):
-  return subprocess.run([sys.executable, TOY_APP, *flags], capture_output=True, text=True,
-                        timeout=300, cwd=cwd)
+def _run(*flags, cwd=ROOT):
+  env = dict(os.environ, PYTHONPATH=ROOT)  # the toy launcher from any working directory
+  return subprocess.run([sys.executable, "-m", "tests.core.toy_app", *flags], cwd=cwd, env=env,
+                        capture_output=True, text=True, timeout=300)
 
 
 @pytest.mark.parametrize("flags,message", [
@@ -53,7 +55,7 @@ def test_bad_input_is_one_sentence_and_exit_2(tmp_path, flags, message):
 
 
 def test_default_workdir_is_named_after_the_config_and_preset(tmp_path):
-  result = _run(f"--config={os.path.dirname(TOY_APP)}/toy_config.py:small",
+  result = _run(f"--config={TOY_CONFIG}:small",
                 "--config.total_steps=2", cwd=tmp_path)
   assert result.returncode == 0, result.stderr[-2000:]
   assert json.loads(result.stdout.strip().splitlines()[-1])["step"] == 2

@@ -20,7 +20,7 @@ import pytest
 from lite_jax import core
 from tests.core import toy_app, toy_config
 
-TOY_APP = os.path.join(os.path.dirname(os.path.abspath(__file__)), "toy_app.py")
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def _config(**overrides):
@@ -140,8 +140,9 @@ def test_an_unusable_latest_checkpoint_falls_back_to_the_step_before(tmp_path, u
 
 
 def _launch(workdir, *flags, **kwargs):
-  return subprocess.Popen([sys.executable, TOY_APP, f"--workdir={workdir}", *flags],
-                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs)
+  return subprocess.Popen([sys.executable, "-m", "tests.core.toy_app", f"--workdir={workdir}",
+                           *flags], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          text=True, **kwargs)
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])

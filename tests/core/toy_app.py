@@ -1,14 +1,13 @@
 """A toy trainer on the shared loop and launcher: least squares by SGD on 8-row batches.
 
-The core tests use it in-process (`train`) and as a launcher (`python tests/core/toy_app.py`),
-so resume, interruption, corrupt checkpoints and user errors are tested on the same code every
-paper's trainer runs on, in seconds.
+The core tests use it in-process (`train`) and as a launcher (`python -m tests.core.toy_app`
+from the repository root), so resume, interruption, corrupt checkpoints and user errors are
+tested on the same code every paper's trainer runs on, in seconds.
 """
 
 from __future__ import annotations
 
 import os
-import sys
 import time
 
 import grain
@@ -17,9 +16,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
-from lite_jax import core  # noqa: E402  (after making the repository importable)
-from lite_jax.core import app  # noqa: E402
+from lite_jax import core
+from lite_jax.core import app
 
 TRUE_W = np.array([1.0, -2.0, 0.5, 3.0], np.float32)
 
