@@ -115,7 +115,8 @@ def _exit_on_user_error(fn: Callable, *args) -> Any:
 
 def default_workdir(config_flag, config: ml_collections.ConfigDict) -> str:
   """`runs/<config file stem>_<preset>`, e.g. `runs/wmt_lite_demo`."""
-  stem = os.path.splitext(os.path.basename(config_flag.config_filename))[0]
+  filename = config_flags.get_config_filename(flags.FLAGS[config_flag.name])
+  stem = os.path.splitext(os.path.basename(filename))[0]
   preset = config.get("preset") or "default"
   return os.path.join("runs", f"{stem}_{preset}")
 
