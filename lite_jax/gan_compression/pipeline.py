@@ -210,14 +210,37 @@ def distill(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
 
 
 def search(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
-  """Searches the sub-network with the best held-out score within `search.budget_macs`."""
+  """Searches (`search.method`) the sub-network with the best held-out score within
+  `search.budget_macs`; writes `<workdir>/search.json` (the choice and every scored
+  candidate) and `search.png`; returns the summary."""
   recipe = recipe_for(config)
   task = recipe.load_task(workdir)
   space = recipe.search_space()
-  macs_fn = functools.lru_cache(maxsize=None)(recipe.subnet_macs)
+  macs_fn = functools.lru_cache(maxsize=None)(recipe.subnet_macs)  # called for every candidate
   score_fn = _Scoring(recipe, workdir, task, finished_state(recipe, workdir, task, "supernet"))
-  return run_search(config, workdir, space, score_fn, macs_fn,
-                    lambda c: {"macs": macs_fn(c), "params": recipe.subnet_params(c)})
+  s = config.search
+  if s.method == "exhaustive":
+    result = subnet_search.exhaustive_search(space, score_fn, macs_fn, s.budget_macs)
+  elif s.method == "evolution":
+    result = subnet_search.evolution_search(
+        space, score_fn, macs_fn, s.budget_macs, rng=np.random.default_rng(config.seed),
+        population_size=s.population_size, generations=s.generations,
+        parent_ratio=s.parent_ratio, mutation_ratio=s.mutation_ratio,
+        mutate_prob=s.mutate_prob)
+  else:
+    raise UserError(f"search.method must be 'exhaustive' or 'evolution', got {s.method!r}.")
+  summary = {"phase": "search", "channels": layers.format_channels(result.best),
+             "score": result.best_score, "metric": s.metric, "macs": macs_fn(result.best),
+             "params": recipe.subnet_params(result.best), "budget_macs": s.budget_macs,
+             "num_evaluated": len(result.evaluated),
+             "search_space_size": subnet_search.space_size(space)}
+  record = {**summary, "evaluated": [
+      {"channels": layers.format_channels(c), "macs": m, "score": v}
+      for c, m, v in result.evaluated]}
+  with open(os.path.join(workdir, "search.json"), "w") as f:
+    json.dump(record, f, indent=1)
+  summary["plot"] = plot_search(result, s, os.path.join(workdir, "search.png"))
+  return summary
 
 
 def finetune(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
@@ -388,42 +411,6 @@ class _Scoring:
     total = sum(float(np.abs(o[:n] - np.asarray(t)[:n]).mean(axis=(1, 2, 3)).sum())
                 for (o, n), t in zip(outputs, self.targets))
     return total / sum(n for _, n in outputs)
-
-
-def run_search(config: ml_collections.ConfigDict, workdir: str,
-               space: Sequence[Sequence[int]], score_fn: Callable[[tuple[int, ...]], float],
-               macs_fn: Callable[[tuple[int, ...]], int],
-               profile_fn: Callable[[tuple[int, ...]], dict[str, Any]]) -> dict[str, Any]:
-  """Runs `search.method` under `search.budget_macs`; writes `<workdir>/search.json` (the
-  choice and every scored candidate) and `search.png`; returns the summary.
-
-  Args:
-    score_fn: held-out score of a config (lower is better).
-    macs_fn: MACs of a config (called for every candidate: make it cheap).
-    profile_fn: `{"macs", "params"}` of the chosen config, for the summary.
-  """
-  s = config.search
-  if s.method == "exhaustive":
-    result = subnet_search.exhaustive_search(space, score_fn, macs_fn, s.budget_macs)
-  elif s.method == "evolution":
-    result = subnet_search.evolution_search(
-        space, score_fn, macs_fn, s.budget_macs, rng=np.random.default_rng(config.seed),
-        population_size=s.population_size, generations=s.generations,
-        parent_ratio=s.parent_ratio, mutation_ratio=s.mutation_ratio,
-        mutate_prob=s.mutate_prob)
-  else:
-    raise UserError(f"search.method must be 'exhaustive' or 'evolution', got {s.method!r}.")
-  summary = {"phase": "search", "channels": layers.format_channels(result.best),
-             "score": result.best_score, "metric": s.metric, **profile_fn(result.best),
-             "budget_macs": s.budget_macs, "num_evaluated": len(result.evaluated),
-             "search_space_size": subnet_search.space_size(space)}
-  record = {**summary, "evaluated": [
-      {"channels": layers.format_channels(c), "macs": m, "score": v}
-      for c, m, v in result.evaluated]}
-  with open(os.path.join(workdir, "search.json"), "w") as f:
-    json.dump(record, f, indent=1)
-  summary["plot"] = plot_search(result, s, os.path.join(workdir, "search.png"))
-  return summary
 
 
 def chosen_channels(recipe: Recipe, workdir: str) -> tuple[int, ...]:

@@ -53,37 +53,6 @@ def _d_apply(discriminator: nn.Module) -> Callable:
   return lambda d, img: discriminator.apply({"params": d}, img)[0]
 
 
-def make_pix2pix_teacher_step(generator: nn.Module, discriminator: nn.Module,
-                              loss: ml_collections.ConfigDict) -> Callable:
-  """pix2pix: `L_G = L_GAN(D(x, G(x))) + lambda_recon * |G(x) - y|`, conditional D."""
-  d_apply = _d_apply(discriminator)
-
-  def step(state: GanState, batch, frozen):
-    del frozen  # the teacher's losses need no fixed network
-    x, y = batch["A"], batch["B"]
-    key = state.step_key()
-
-    def g_loss_fn(g):
-      fake = generator.apply({"params": g}, x, train=True, rngs={"dropout": key})
-      gan = disc.generator_gan_loss(loss.gan_mode, d_apply(state.discriminator,
-                                                           _conditional(x, fake, True)))
-      recon = _l1(fake, y)
-      return gan + loss.lambda_recon * recon, (fake, {"g_gan": gan, "g_recon": recon})
-
-    (g_total, (fake, parts)), g_grads = jax.value_and_grad(g_loss_fn, has_aux=True)(
-        state.generator)
-    fake = jax.lax.stop_gradient(fake)
-
-    def d_loss_fn(d):
-      return disc.discriminator_loss(loss.gan_mode, d_apply(d, _conditional(x, y, True)),
-                                     d_apply(d, _conditional(x, fake, True)))
-
-    d_total, d_grads = jax.value_and_grad(d_loss_fn)(state.discriminator)
-    return state.apply_gradients(g_grads, d_grads), {"loss": g_total, "d_loss": d_total, **parts}
-
-  return step
-
-
 def image_pool_query(pool: dict, images: jax.Array, key: jax.Array) -> tuple[dict, jax.Array]:
   """CycleGAN's `ImagePool`: until full, store and return each image; afterwards, with
   probability 1/2 return a random stored image and store the new one in its place.
@@ -152,34 +121,42 @@ def make_cyclegan_teacher_step(generator: nn.Module, discriminator: nn.Module,
   return step
 
 
-def make_distill_step(student: nn.Module, teacher: nn.Module, discriminator: nn.Module,
-                      loss: ml_collections.ConfigDict, paired: bool,
-                      space: tuple[tuple[int, ...], ...] | None) -> Callable:
-  """One distillation step, `frozen = {"teacher": the teacher's variables}`. With `space`, a
-  sub-network is sampled uniformly from it every step (once-for-all training); without, the
-  student trains at its own width (the fixed student, fine-tuning)."""
+def make_step(generator: nn.Module, discriminator: nn.Module, loss: ml_collections.ConfigDict,
+              paired: bool, *, teacher: nn.Module | None = None,
+              space: tuple[tuple[int, ...], ...] | None = None) -> Callable:
+  """A pix2pix teacher's step (no `teacher`) or a distillation step (`teacher` given, and
+  `frozen = {"teacher": its variables}`): `L_G = lambda_gan * L_GAN(D(x, G(x))) + lambda_recon
+  * |G(x) - target| (+ lambda_distill * sum_i MSE(conv1x1_i(student_i), teacher_i))`, D
+  conditional for paired data. With `space`, a sub-network is sampled uniformly from it every
+  step (once-for-all training); without, the student trains at its own width (the fixed
+  student, fine-tuning)."""
   d_apply = _d_apply(discriminator)
 
   def step(state: GanState, batch, frozen):
-    x = batch["A"]
-    k_config, k_dropout = jax.random.split(state.step_key())
-    active = None if space is None else resnet.sample_configs(space, k_config)
-    teacher_out, teacher_taps = teacher.apply(frozen["teacher"], x, return_features=True)
-    teacher_out = jax.lax.stop_gradient(teacher_out)
-    teacher_taps = [jax.lax.stop_gradient(t.astype(jnp.float32)) for t in teacher_taps]
-    target = batch["B"] if paired else teacher_out
+    x, key = batch["A"], state.step_key()
+    if teacher is None:  # the pix2pix teacher: its dropout draws from the step's key itself
+      active, k_dropout, teacher_taps, target = None, key, [], batch["B"]
+    else:
+      k_config, k_dropout = jax.random.split(key)
+      active = None if space is None else resnet.sample_configs(space, k_config)
+      teacher_out, teacher_taps = teacher.apply(frozen["teacher"], x, return_features=True)
+      teacher_out = jax.lax.stop_gradient(teacher_out)
+      teacher_taps = [jax.lax.stop_gradient(t.astype(jnp.float32)) for t in teacher_taps]
+      target = batch["B"] if paired else teacher_out
     real = _conditional(x, batch["B"], paired)
 
     def g_loss_fn(g):
-      fake, taps = student.apply({"params": g}, x, active, train=True,
-                                 rngs={"dropout": k_dropout})
+      fake = generator.apply({"params": g}, x, active, train=True, rngs={"dropout": k_dropout})
+      fake, taps = (fake, []) if teacher is None else fake
       gan = disc.generator_gan_loss(loss.gan_mode, d_apply(state.discriminator,
                                                            _conditional(x, fake, paired)))
       recon = _l1(fake, target)
-      distill = sum(jnp.mean(jnp.square(s - t)) for s, t in zip(taps, teacher_taps))
-      total = (loss.lambda_gan * gan + loss.lambda_recon * recon
-               + loss.lambda_distill * distill)
-      return total, (fake, {"g_gan": gan, "g_recon": recon, "g_distill": distill})
+      parts = {"g_gan": gan, "g_recon": recon}
+      total = loss.get("lambda_gan", 1.0) * gan + loss.lambda_recon * recon
+      if teacher is not None:
+        parts["g_distill"] = sum(jnp.mean(jnp.square(s - t)) for s, t in zip(taps, teacher_taps))
+        total = total + loss.lambda_distill * parts["g_distill"]
+      return total, (fake, parts)
 
     (g_total, (fake, parts)), g_grads = jax.value_and_grad(g_loss_fn, has_aux=True)(
         state.generator)
@@ -318,12 +295,15 @@ class ResnetRecipe(recipe.Recipe):
   # Steps. ------------------------------------------------------------------------------------
 
   def teacher_step(self) -> Callable:
-    make = make_pix2pix_teacher_step if self.paired else make_cyclegan_teacher_step
-    return make(self.teacher_generator(), self.discriminator(), self.config.teacher_loss)
+    if self.paired:
+      return make_step(self.teacher_generator(), self.discriminator(), self.config.teacher_loss,
+                       paired=True)
+    return make_cyclegan_teacher_step(self.teacher_generator(), self.discriminator(),
+                                      self.config.teacher_loss)
 
   def distill_step(self, student: nn.Module, space=None) -> Callable:
-    return make_distill_step(student, self.teacher_generator(), self.discriminator(),
-                             self.config.distill_loss, self.paired, space)
+    return make_step(student, self.discriminator(), self.config.distill_loss, self.paired,
+                     teacher=self.teacher_generator(), space=space)
 
   # Search, export, evaluation. ---------------------------------------------------------------
 
