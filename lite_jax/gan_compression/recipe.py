@@ -2,25 +2,25 @@
 
 The pipeline (`pipeline`) is written once; a *recipe* supplies everything that depends on the
 generator family. `ResnetRecipe` (`resnet_recipe`: pix2pix, CycleGAN) and `SpadeRecipe`
-(`spade_recipe`: GauGAN) are built from the config and provide:
+(`spade_recipe`: GauGAN) are `Recipe`s built from the config that provide:
 
 * data: `load_task(workdir)`, `train_batches(task, hparams)` (a `grain.MapDataset` whose item
   i is batch i), `eval_batches(task, source, batch_size)` (`(batch, real rows)` pairs) and
   `target_key` (the batch entry outputs are compared with);
 * networks: `teacher_generator()`, `student(channels)` (a `layers.DistillStudent`: the mobile
   generator at `channels` plus its 1x1 distillation convs), `compact_generator(channels)`,
-  `discriminator()`, `super_channels()`, `check_channels(text)`, `search_space()` and
-  `input_shape` (one generator input);
-* states: `init_teacher(abstract)` and `init_student(channels, abstract)` (fresh, or only
-  their shapes), `state_parts(g, d)` from variables to the `GanState` fields and back with
+  `discriminator()`, `input_shape` (one generator input) and `family`, the model module whose
+  `check_subnet` and `search_space` the base class uses;
+* states: `init_teacher(abstract)` and `init_student(channels, abstract)` (fresh variables, or
+  only their shapes), `state_parts(g, d)` from variables to the `GanState` fields and back with
   `generator_variables(state)` / `discriminator_variables(state)`, `trained_teacher(state)`;
 * steps: `teacher_step()` and `distill_step(student, space)`, both
-  `(state, batch, frozen) -> (state, metrics)` with `loss` and `d_loss` among the metrics;
+  `(state, batch, frozen) -> (state, metrics)` with `loss` and `d_loss` among the metrics, and
   `loss_networks(loss)`, the fixed networks a loss needs (they go into `frozen`);
-* search, export and evaluation: `subnet_runner(supernet, task)`, `search_targets`,
-  `search_reals`, `subnet_macs(channels)` / `subnet_params(channels)`,
-  `export_variables(generator, variables, task)`, `profile(generator)`,
-  `input_description()` and `evaluate_outputs(task, teacher, compressed)`.
+* search, export and evaluation: `subnet_runner(supernet, task)`, closed-form
+  `subnet_macs(channels, separable)` / `subnet_params(...)`, `input_description()` (what
+  `profile` reports the size of) and `evaluate_outputs(task, teacher, compressed)`; where the
+  base class's defaults do not fit, `search_targets`, `search_reals` and `export_variables`.
 
 `ResnetRecipe` also offers `pruned_student`, the original pipeline's student initialisation.
 """

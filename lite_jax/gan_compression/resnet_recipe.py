@@ -344,9 +344,13 @@ class ResnetRecipe(recipe.Recipe):
     return {"image_size": self.config.data.crop_size}
 
   def evaluate_outputs(self, task, teacher: Teacher, compressed: tuple[nn.Module, Any]):
-    """Metrics over the test split: `l1_to_teacher` and, with targets (paired data, or the
-    synthetic task's known translations), `l1` and `psnr` of both (means over all pixels /
-    images); the plot's columns input | teacher | compressed (| target); FID's image sets."""
+    """`(num_images, metrics, columns, fid_sets)` over the test split.
+
+    Metrics: `l1_to_teacher` and, with targets (paired data, or the synthetic task's known
+    translations), `l1` and `psnr` of both (means over all pixels / images). Columns: the
+    plot's input | teacher | compressed (| target), `[n, h, w, 3]` each. FID's image sets:
+    `(real B images, {"teacher_": ..., "": ...})`, None without `eval.fid_weights`.
+    """
     generator, variables = compressed
     run_teacher = functools.partial(jax.jit(teacher.generator.apply), teacher.variables)
     run_student = functools.partial(jax.jit(generator.apply), variables)

@@ -404,9 +404,14 @@ class SpadeRecipe(recipe.Recipe):
     return {"height": height, "width": width, "semantic_nc": semantic_nc(self.config)}
 
   def evaluate_outputs(self, task, teacher: Teacher, compressed: tuple[nn.Module, Any]):
-    """Metrics over the test split: `l1` and `psnr` to the real images and `l1_to_teacher`
-    (means over images); the plot's columns label map | teacher | compressed | real; FID's
-    image sets (uint8: a large test split stays small in memory)."""
+    """`(num_images, metrics, columns, fid_sets)` over the test split.
+
+    Metrics: `l1` and `psnr` of both to the real images and `l1_to_teacher` (means over
+    images). Columns: the plot's label map | teacher | compressed | real, `[n, h, w, 3]` each,
+    of the first batches, enough for `eval.plot_examples` rows. FID's image sets: `(real
+    images, {"teacher_": ..., "": ...})` in uint8, so that a large test split stays small in
+    memory; None without `eval.fid_weights`.
+    """
     nets = {"teacher_": (teacher.generator, teacher.variables), "": compressed}
     predict = jax.jit(lambda model, variables, label, edge: model.apply(
         variables, semantic_input(label, edge, self.config)), static_argnums=0)
