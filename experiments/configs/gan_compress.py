@@ -64,9 +64,9 @@ Presets (`--config=experiments/configs/gan_compress.py:PRESET`, or a flagfile th
   64x32, no VGG loss (it needs the weights file) and D from scratch: a SPADE teacher (ngf 8,
   72.6M MACs) -> ngf-8 super-network -> evolution under 15M MACs, scored by L1 to the real
   held-out images; writes `compare.png` (label map | teacher | compressed | real) and
-  `search.png`. About 4 minutes on 2 CPU cores; one run gave test L1 / PSNR 0.111 / 20.3 dB for the
-  teacher (trained with spectral norm) and 0.143 / 18.5 dB for `4_8_4_4_4_4_4_6`, 5.2x
-  smaller. No fine-tuning unless asked
+  `search.png`. About 8 minutes on 2 shared CPU cores; one run gave test L1 / PSNR 0.107 /
+  20.5 dB for the teacher (trained with spectral norm) and 0.144 / 18.7 dB for
+  `4_4_4_4_4_4_4_6`, 5.3x smaller. No fine-tuning unless asked
   (`--config.finetune.nepochs=N`: N epochs of the chosen sub-network before export).
     python -m experiments.gan_compress --config=experiments/configs/gan_compress.py:gaugan_demo \
         --workdir=runs/gaugan_demo
