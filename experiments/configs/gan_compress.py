@@ -9,7 +9,7 @@ Presets (`--config=experiments/configs/gan_compress.py:PRESET`, or a flagfile th
     python -m experiments.gan_compress --flagfile=experiments/flags/gan_compress_demo.flags
 * `tiny`: the demo shrunk for tests (a few steps, seconds).
 * `cyclegan_horse2zebra`, `pix2pix_edges2shoes`, `pix2pix_cityscapes`, `pix2pix_map2aerial`:
-  the reference's Fast GAN Compression recipes (specs/gan_compression.md §2): the original
+  the reference's Fast GAN Compression recipes (`scripts/<model>/<task>_fast/*.sh`): the original
   ResNet generator (ngf 64, 56.8G MACs) as teacher, a ngf-64 mobile super-network distilled
   from it from scratch, evolutionary search under the reference's MACs budget, fine-tuning
   where the reference fine-tunes, export. Reference results (README, retrained/Fast):
@@ -34,7 +34,7 @@ Presets (`--config=experiments/configs/gan_compress.py:PRESET`, or a flagfile th
   `32_32_48_32_48_32_16_16`. Search budgets and held-out splits are the Fast presets' (the
   reference's non-Fast scripts were not checked for theirs).
 * `gaugan_cityscapes`: Fast GAN Compression of GauGAN (SPADE) on Cityscapes at 512x256, 35
-  labels + instance edge (`lite_jax.gan_compression.spade_train`): the SPADE teacher (ngf 64,
+  labels + instance edge (`lite_jax.gan_compression.spade_recipe`): the SPADE teacher (ngf 64,
   281.4G MACs, 93.0M params; 100+100 epochs, hinge GAN with a 2-scale spectral-instance D,
   feature matching 10, VGG 10, G lr 1e-4 / D 4e-4, Adam (0, 0.9), batch 16), a ngf-64 mobile
   super-network distilled from it from scratch (200+200 epochs, distillation 10 on head_0 /
@@ -64,9 +64,9 @@ Presets (`--config=experiments/configs/gan_compress.py:PRESET`, or a flagfile th
   64x32, no VGG loss (it needs the weights file) and D from scratch: a SPADE teacher (ngf 8,
   72.6M MACs) -> ngf-8 super-network -> evolution under 15M MACs, scored by L1 to the real
   held-out images; writes `compare.png` (label map | teacher | compressed | real) and
-  `search.png`. About 4 minutes on 2 CPU cores; one run gave test L1 / PSNR 0.111 / 20.3 dB for the
-  teacher (trained with spectral norm) and 0.143 / 18.5 dB for `4_8_4_4_4_4_4_6`, 5.2x
-  smaller. No fine-tuning unless asked
+  `search.png`. About 8 minutes on 2 shared CPU cores; one run gave test L1 / PSNR 0.107 /
+  20.5 dB for the teacher (trained with spectral norm) and 0.144 / 18.7 dB for
+  `4_4_4_4_4_4_4_6`, 5.3x smaller. No fine-tuning unless asked
   (`--config.finetune.nepochs=N`: N epochs of the chosen sub-network before export).
     python -m experiments.gan_compress --config=experiments/configs/gan_compress.py:gaugan_demo \
         --workdir=runs/gaugan_demo
@@ -82,6 +82,7 @@ from __future__ import annotations
 import ml_collections
 
 from lite_jax.core.errors import UserError
+from lite_jax.core.mesh import mesh_config
 
 
 def _phase(batch_size: int, nepochs: int, nepochs_decay: int, lr: float = 2e-4
@@ -95,9 +96,6 @@ def _phase(batch_size: int, nepochs: int, nepochs_decay: int, lr: float = 2e-4
   p.lr_d = 0.0  # discriminator learning rate; 0 = same as lr
   p.beta1 = 0.5
   p.beta2 = 0.999
-  p.log_every_steps = 100
-  p.checkpoint_every_steps = 2000
-  p.keep_checkpoints = 2
   return p
 
 
@@ -178,9 +176,12 @@ def _base() -> ml_collections.ConfigDict:
   c.subnet = ml_collections.ConfigDict()
   c.subnet.channels = ""  # '16_16_24_...' picks the sub-network instead of the search result
 
-  c.mesh = ml_collections.ConfigDict()  # data parallel: batches split over devices
-  c.mesh.num_devices = 0  # 0 = all devices; otherwise the first N
-  c.mesh.distributed = False  # jax.distributed.initialize() for multi-host jobs
+  c.train = ml_collections.ConfigDict()  # the intervals of every phase's training loop
+  c.train.log_every_steps = 100
+  c.train.checkpoint_every_steps = 2000
+  c.train.keep_checkpoints = 2
+
+  c.mesh = mesh_config()  # data parallel: batches split over devices
 
   c.eval = ml_collections.ConfigDict()
   c.eval.fid_weights = ""  # path to pt_inception-2015-12-05-6726825d.pth (or its .npz)
@@ -228,9 +229,9 @@ def _synthetic(c, tiny: bool):
   c.discriminator.ndf = 8 if tiny else 16
   c.discriminator.n_layers = 2 if tiny else 3  # the logits map stays at least 2x2
   for phase in ("teacher_train", "student_train", "distill", "finetune"):
-    c[phase].log_every_steps = 2 if tiny else 25
-    c[phase].checkpoint_every_steps = 4 if tiny else 200
     c[phase].batch_size = 8 if tiny else 16
+  c.train.log_every_steps = 2 if tiny else 25
+  c.train.checkpoint_every_steps = 4 if tiny else 200
   c.teacher_train.nepochs, c.teacher_train.nepochs_decay = (1, 1) if tiny else (4, 4)
   c.distill.nepochs, c.distill.nepochs_decay = (1, 1) if tiny else (4, 4)
   c.finetune.nepochs, c.finetune.nepochs_decay = 0, 0
@@ -334,8 +335,8 @@ def _gaugan_synthetic(c, tiny: bool):
   c.finetune = _gaugan_phase(0, 0)  # off: e.g. --config.finetune.nepochs=1 turns it on
   for phase in (c.teacher_train, c.distill, c.finetune):
     phase.batch_size = 8
-    phase.log_every_steps = 2 if tiny else 20
-    phase.checkpoint_every_steps = 4 if tiny else 200
+  c.train.log_every_steps = 2 if tiny else 20
+  c.train.checkpoint_every_steps = 4 if tiny else 200
   if not tiny:  # Short runs want larger steps than the reference's 1e-4 / 4e-4.
     c.teacher_train.lr, c.teacher_train.lr_d = 2e-4, 4e-4
     for phase in (c.distill, c.finetune):
@@ -352,7 +353,7 @@ def _original_pipeline(c, *, teacher_ngf: int, student_ngf: int, student_epochs,
   """The original GAN Compression pipeline over a Fast preset's task settings: a mobile
   teacher, a fixed student at `student_ngf` initialised as the teacher's L1-pruned copy and
   distilled (`student_epochs`, D from the teacher's), then the super-network from the student
-  (specs/gan_compression.md §2, per-task table)."""
+  (the reference's per-task scripts, `_ORIGINAL`)."""
   c.teacher.kind, c.teacher.ngf = "mobile_resnet", teacher_ngf
   c.student.ngf, c.student.search_space, c.student.init = student_ngf, space, "pruned_teacher"
   c.student_train = _phase(c.distill.batch_size, *student_epochs)

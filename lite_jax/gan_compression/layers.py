@@ -15,7 +15,7 @@ multiply are charged one MAC per output element, which is why they are `counted_
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -232,6 +232,37 @@ class SeparableConv(nn.Module):
     return Conv(self.features, 1, dtype=self.dtype, name="pointwise")(y, out_mask)
 
 
+class DistillStudent(nn.Module):
+  """A generator plus the learnable 1x1 convs that map its distillation taps to the teacher's
+  widths (on the student side, as the reference does). Parameters: `generator`, `distill0..`.
+
+  With a super-network as `generator`, call it with `active=` a sub-network: the masked
+  channels make the 1x1 convs input-sliced, so a sub-network's student has the
+  `slice_params` of the super-network's (1x1 convs included). Without `widths` it is the
+  generator alone in the same parameter layout (how a GauGAN teacher trains).
+
+  Attributes:
+    generator: a `ResnetGenerator` or `SpadeGenerator`.
+    widths: the teacher's width at each tap.
+    taps: the names of the generator's features to distill (a SPADE generator returns them by
+      block name); empty when the generator returns the list of its taps (ResNet).
+  """
+  generator: nn.Module
+  widths: tuple[int, ...] = ()
+  taps: tuple[str, ...] = ()
+
+  @nn.compact
+  def __call__(self, x: jax.Array, active=None, *, train: bool = False):
+    """`x: [batch, h, w, c]` -> (the generator's output, one map per tap, `[batch, h', w',
+    widths[i]]` float32)."""
+    out, features = self.generator(x, active, train=train, return_features=True)
+    if self.taps:
+      features = [features[name] for name in self.taps]
+    mapped = [Conv(width, 1, dtype=self.generator.dtype, name=f"distill{i}")(f)
+              for i, (width, f) in enumerate(zip(self.widths, features))]
+    return out, [m.astype(jnp.float32) for m in mapped]
+
+
 def parse_channels(text: str | Sequence[int], lengths: Sequence[int],
                    what: str = "channel config") -> tuple[int, ...]:
   """`"16_16_32_..."` (or a sequence) -> a tuple of positive ints, as many as one of `lengths`."""
@@ -252,6 +283,25 @@ def parse_channels(text: str | Sequence[int], lengths: Sequence[int],
 
 def format_channels(channels: Sequence[int]) -> str:
   return "_".join(str(int(c)) for c in channels)
+
+
+def check_subnet(channels: Sequence[int], super_channels: Sequence[int]) -> tuple[int, ...]:
+  """`channels` (a parsed config) if no entry is wider than the super-network's, else a
+  `UserError` naming the first wider entry."""
+  wider = [i for i, (c, s) in enumerate(zip(channels, super_channels)) if c > s]
+  if wider:
+    raise UserError(f"channel config {format_channels(channels)} is wider than the "
+                    f"super-network ({format_channels(super_channels)}) at entry {wider[0]}.")
+  return tuple(channels)
+
+
+def named_search_space(spaces: Mapping[str, tuple[tuple[int, ...], ...]], name: str,
+                       family: str) -> tuple[tuple[int, ...], ...]:
+  """`spaces[name]`, or a `UserError` listing the `family`'s space names."""
+  if name not in spaces:
+    raise UserError(f"unknown {family} search space {name!r}; choose one of "
+                    f"{', '.join(sorted(spaces))}.")
+  return spaces[name]
 
 
 def slice_params(params: Any, target: Any) -> Any:

@@ -185,22 +185,14 @@ def parse_config(channels: str | Sequence[int]) -> tuple[int, ...]:
 # ---------------------------------------------------------------------------------------------
 
 
-def check_subnet(channels: Sequence[int], super_channels: Sequence[int]) -> tuple[int, ...]:
+def check_subnet(channels: str | Sequence[int], super_channels: Sequence[int]
+                 ) -> tuple[int, ...]:
   """Validates a sub-network config against a super-network's; returns the 8-entry config."""
-  channels = parse_config(channels)
-  wider = [i for i, (c, s) in enumerate(zip(channels, super_channels)) if c > s]
-  if wider:
-    i = wider[0]
-    raise UserError(f"channel config {layers.format_channels(channels)} is wider than the "
-                    f"super-network ({layers.format_channels(super_channels)}) at entry {i}.")
-  return channels
+  return layers.check_subnet(parse_config(channels), super_channels)
 
 
 def search_space(name: str) -> tuple[tuple[int, ...], ...]:
-  if name not in SEARCH_SPACES:
-    raise UserError(f"unknown ResNet search space {name!r}; choose one of "
-                    f"{', '.join(sorted(SEARCH_SPACES))}.")
-  return SEARCH_SPACES[name]
+  return layers.named_search_space(SEARCH_SPACES, name, "ResNet")
 
 
 def generator_macs(channels: Sequence[int], height: int, width: int, *, separable: bool = True,

@@ -355,20 +355,11 @@ def _with_batch_statistics(model: SpadeGenerator, variables: Any, labels: jax.Ar
 def check_subnet(channels: str | Sequence[int], super_channels: Sequence[int]
                  ) -> tuple[int, ...]:
   """Validates a sub-network config against a super-network's; returns the 8-entry config."""
-  channels = parse_config(channels)
-  wider = [i for i, (c, s) in enumerate(zip(channels, super_channels)) if c > s]
-  if wider:
-    raise UserError(f"channel config {layers.format_channels(channels)} is wider than the "
-                    f"super-network ({layers.format_channels(super_channels)}) at entry "
-                    f"{wider[0]}.")
-  return channels
+  return layers.check_subnet(parse_config(channels), super_channels)
 
 
 def search_space(name: str) -> tuple[tuple[int, ...], ...]:
-  if name not in SEARCH_SPACES:
-    raise UserError(f"unknown SPADE search space {name!r}; choose one of "
-                    f"{', '.join(sorted(SEARCH_SPACES))}.")
-  return SEARCH_SPACES[name]
+  return layers.named_search_space(SEARCH_SPACES, name, "SPADE")
 
 
 def profile(model: SpadeGenerator, height: int, width: int, semantic_nc: int

@@ -14,7 +14,7 @@ import pytest
 
 from experiments.configs import gan_compress as configs
 from lite_jax import core
-from lite_jax.gan_compression import models, phases, standalone, train
+from lite_jax.gan_compression import pipeline, resnet_recipe, standalone
 
 
 @pytest.fixture(scope="module")
@@ -23,7 +23,7 @@ def run(tmp_path_factory):
   workdir = str(tmp_path_factory.mktemp("gan_compress"))
   config = configs.get_config("tiny")
   config.finetune.nepochs = 1
-  results = {mode: train.MODES[mode](config, workdir)
+  results = {mode: pipeline.run(mode, config, workdir)
              for mode in ("train_teacher", "distill", "search", "finetune", "export", "evaluate")}
   return config, workdir, results
 
@@ -50,15 +50,15 @@ def test_pipeline_writes_everything_and_respects_the_budget(run):
 def test_distill_resumes_exactly(run):
   """Kill after the step-4 checkpoint (drop the later one) and resume: the same final state."""
   config, workdir, _ = run
-  task = train.load_task(config, workdir)
-  phase = train._student_phase(config, workdir, task, "supernet")
-  final = phases.finished_state(phase.directory, phase.state, "super-network")
-  checkpoints = os.path.join(phase.directory, "checkpoints")
+  recipe = pipeline.recipe_for(config)
+  task = recipe.load_task(workdir)
+  final = pipeline.finished_state(recipe, workdir, task, "supernet")
+  checkpoints = os.path.join(workdir, "supernet", "checkpoints")
   steps = sorted(int(s) for s in os.listdir(checkpoints) if s.isdigit())
   assert steps[-2:] == [4, 8]
   shutil.rmtree(os.path.join(checkpoints, "8"))
-  train.distill(config, workdir)
-  resumed = phases.finished_state(phase.directory, phase.state, "super-network")
+  pipeline.distill(config, workdir)
+  resumed = pipeline.finished_state(recipe, workdir, task, "supernet")
   assert int(resumed.step) == 8
   jax.tree.map(np.testing.assert_array_equal, jax.device_get(resumed.generator),
                jax.device_get(final.generator))
@@ -71,13 +71,11 @@ def test_exported_generator_runs_alone_and_matches_the_finetuned_subnet(run):
   generator, variables = standalone.load_generator(os.path.join(workdir, "export"))
   channels = tuple(int(c) for c in results["search"]["channels"].split("_"))
   assert generator.channels == channels
-  task = train.load_task(config, workdir)
-  finetuned = phases.finished_state(
-      os.path.join(workdir, "finetune"),
-      train._finetune_phase(config, workdir, task, channels).state, "finetune")
+  recipe = pipeline.recipe_for(config)
+  finetuned = pipeline.finished_state(recipe, workdir, recipe.load_task(workdir), "finetune",
+                                      channels)
   x = jax.random.uniform(jax.random.key(0), (2, 16, 16, 3), minval=-1, maxval=1)
-  student = models.student(config, channels)
-  expected, _ = student.apply({"params": finetuned.generator}, x)
+  expected, _ = recipe.student(channels).apply({"params": finetuned.generator}, x)
   np.testing.assert_allclose(generator.apply(variables, x), expected, atol=1e-6)
 
 
@@ -88,20 +86,21 @@ def test_export_without_finetuning_slices_the_supernet(run, tmp_path):
     shutil.copytree(os.path.join(workdir, phase), tmp_path / phase)
   channels = results["search"]["channels"]
   config.subnet.channels = channels
-  train.export(config, str(tmp_path))
+  pipeline.export(config, str(tmp_path))
   generator, variables = standalone.load_generator(str(tmp_path / "export"))
-  task = train.load_task(config, str(tmp_path))
-  supernet = train._supernet_state(config, str(tmp_path), task)
+  recipe = pipeline.recipe_for(config)
+  supernet = pipeline.finished_state(recipe, str(tmp_path), recipe.load_task(str(tmp_path)),
+                                     "supernet")
   x = jax.random.uniform(jax.random.key(0), (2, 16, 16, 3), minval=-1, maxval=1)
   active = jnp.asarray([int(c) for c in channels.split("_")])
-  expected, _ = models.student(config).apply({"params": supernet.generator}, x, active)
+  expected, _ = recipe.student().apply({"params": supernet.generator}, x, active)
   np.testing.assert_allclose(generator.apply(variables, x), expected, atol=1e-5)
 
 
 def test_image_pool_returns_new_or_stored_images():
   pool = {"images": jnp.zeros((2, 1, 1, 1)), "count": jnp.zeros((), jnp.int32)}
   images = jnp.arange(1.0, 7.0).reshape(6, 1, 1, 1)
-  pool, out = train.image_pool_query(pool, images, jax.random.key(0))
+  pool, out = resnet_recipe.image_pool_query(pool, images, jax.random.key(0))
   out = np.asarray(out).ravel()
   np.testing.assert_array_equal(out[:2], [1, 2])  # until full: returned as they come
   assert int(pool["count"]) == 2
@@ -112,13 +111,18 @@ def test_image_pool_returns_new_or_stored_images():
 
 def test_phase_order_and_choice_errors(tmp_path):
   config = configs.get_config("tiny")
-  with pytest.raises(core.UserError, match="no teacher checkpoint"):
-    train.distill(config, str(tmp_path))
+  with pytest.raises(core.UserError, match="teacher/checkpoints; train the teacher"):
+    pipeline.distill(config, str(tmp_path))
   with pytest.raises(core.UserError, match="no sub-network chosen"):
-    train.export(config, str(tmp_path))
+    pipeline.export(config, str(tmp_path))
   config.subnet.channels = "8_8_8_8_8_8_8_16"
   with pytest.raises(core.UserError, match="wider than the super-network"):
-    train.export(config, str(tmp_path))
+    pipeline.export(config, str(tmp_path))
+  config.subnet.channels = "8_8_8_8_8_8_8_8"
+  with pytest.raises(core.UserError, match="supernet/checkpoints; distill the super-network"):
+    pipeline.export(config, str(tmp_path))
+  with pytest.raises(core.UserError, match="unknown mode 'train'"):
+    pipeline.run("train", config, str(tmp_path))
   with pytest.raises(core.UserError, match="not an exported generator"):
     standalone.load_generator(str(tmp_path))
 
@@ -151,7 +155,7 @@ def test_launcher_profiles_the_reference_models():
   assert result["macs"] == pytest.approx(281.4e9, rel=1e-3)
   config = configs.get_config("gaugan_coco")  # README: 191.2G / 97.5M
   config.subnet.channels = "40_32_32_40_32_40_24_24"  # the Fast COCO result, within 36e9
-  result = train.profile(config)
+  result = pipeline.profile(config)
   assert (result["teacher_macs"], result["teacher_params"]) == (191_180_570_624, 97_480_899)
   assert result["macs"] <= config.search.budget_macs
 
@@ -180,7 +184,7 @@ def test_evaluate_reports_fid_and_kid_with_inception_weights(run, tmp_path, monk
   monkeypatch.setattr(fid, "frechet_distance", diagonal)
   config = configs.get_config("tiny")
   config.eval.fid_weights = weights
-  result = train.evaluate(config, workdir)
+  result = pipeline.evaluate(config, workdir)
   for key in ("fid", "kid", "kid_std", "teacher_fid", "teacher_kid"):
     assert np.isfinite(result[key]), key
   assert result["fid"] != result["teacher_fid"]
@@ -191,17 +195,17 @@ def test_fid_search_without_weights_is_a_user_error(run):
   config = configs.get_config("tiny")
   config.search.metric = "fid"
   with pytest.raises(core.UserError, match="Inception weights"):
-    train.search(config, workdir)
+    pipeline.search(config, workdir)
 
 
 def test_pipeline_checks_weight_files_before_training(tmp_path):
   config = configs.get_config("tiny")
   config.search.metric = "fid"
   with pytest.raises(core.UserError, match="search.metric='fid' needs"):
-    train.pipeline(config, str(tmp_path))
+    pipeline.pipeline(config, str(tmp_path))
   config.eval.fid_weights = str(tmp_path / "missing.pth")
   with pytest.raises(core.UserError, match="is not a file"):
-    train.pipeline(config, str(tmp_path))
+    pipeline.pipeline(config, str(tmp_path))
   assert not os.path.exists(tmp_path / "teacher")
 
 
@@ -214,14 +218,14 @@ def test_cyclegan_teacher_and_unpaired_distillation(tmp_path):
   config.teacher_loss.pool_size = 4
   for phase in (config.teacher_train, config.distill):
     phase.nepochs, phase.nepochs_decay = 1, 0
-  result = train.train_teacher(config, str(tmp_path))
+  result = pipeline.train_teacher(config, str(tmp_path))
   assert np.isfinite(result["cycle"]) and np.isfinite(result["identity"])
-  task = train.load_task(config, str(tmp_path))
-  state = phases.finished_state(str(tmp_path / "teacher"),
-                               train._teacher_phase(config, str(tmp_path), task).state, "teacher")
+  recipe = pipeline.recipe_for(config)
+  state = pipeline.finished_state(recipe, str(tmp_path), recipe.load_task(str(tmp_path)),
+                                  "teacher")
   assert set(state.generator) == set(state.discriminator) == {"A", "B"}
   assert int(state.aux["A"]["count"]) == 4  # the pool filled up
-  result = train.distill(config, str(tmp_path))
+  result = pipeline.distill(config, str(tmp_path))
   assert np.isfinite(result["g_recon"]) and np.isfinite(result["g_distill"])
 
 
@@ -239,12 +243,14 @@ def test_benchmark_smoke():
 def test_supernet_step_compiles_once_while_sampling_subnetworks(run):
   """Once-for-all training samples a new sub-network every step inside one compiled step."""
   config, workdir, _ = run
-  task = train.load_task(config, workdir)
-  phase = train._student_phase(config, workdir, task, "supernet")
-  mesh = phases.data_parallel_mesh(config)  # placed as run_phase places them
-  state, args = phases.replicate(phase.state, mesh), phases.replicate(phase.step_args, mesh)
-  batches = iter(phase.batches.to_iter_dataset())
+  recipe = pipeline.recipe_for(config)
+  task = recipe.load_task(workdir)
+  teacher = pipeline.trained_teacher(recipe, workdir, task)
+  state = pipeline.finished_state(recipe, workdir, task, "supernet")
+  step = jax.jit(recipe.distill_step(recipe.student(), recipe.search_space()), donate_argnums=0)
+  batches = iter(recipe.train_batches(task, config.distill).to_iter_dataset())
+  frozen = {"teacher": teacher.variables}
   for _ in range(3):
-    state, metrics = phase.step_fn(state, core.shard_batch(next(batches), mesh), *args)
-  assert phase.step_fn._cache_size() == 1
+    state, metrics = step(state, next(batches), frozen)
+  assert step._cache_size() == 1
   assert np.isfinite(float(metrics["loss"]))

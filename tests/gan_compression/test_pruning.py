@@ -8,7 +8,7 @@ import pytest
 
 from experiments.configs import gan_compress as configs
 from lite_jax.core.errors import UserError
-from lite_jax.gan_compression import models, phases, pruning, resnet, spade_train, train
+from lite_jax.gan_compression import pipeline, pruning, resnet
 
 
 def init(generator, seed=0):
@@ -99,22 +99,22 @@ def test_original_pipeline_student_starts_pruned_and_seeds_the_supernet(tmp_path
   for phase in (config.teacher_train, config.student_train, config.distill):
     phase.nepochs, phase.nepochs_decay = 1, 0
   workdir = str(tmp_path)
-  train.train_teacher(config, workdir)
-  task = train.load_task(config, workdir)
-  teacher, teacher_params, teacher_d = train.trained_teacher(config, workdir, task)
-  student = train._student_phase(config, workdir, task, "student")
-  want = pruning.prune_mobile_resnet(teacher_params, teacher, models.compact_generator(config))
-  jax.tree.map(np.testing.assert_array_equal, jax.device_get(student.state.generator["generator"]),
-               want)
-  jax.tree.map(np.testing.assert_array_equal, jax.device_get(student.state.discriminator),
-               jax.device_get(teacher_d))
+  pipeline.train_teacher(config, workdir)
+  recipe = pipeline.recipe_for(config)
+  task = recipe.load_task(workdir)
+  teacher = pipeline.trained_teacher(recipe, workdir, task)
+  student_g, student_d, _ = pipeline.initial_student(recipe, None, teacher, None)
+  want = pruning.prune_mobile_resnet(teacher.variables["params"], teacher.generator,
+                                     recipe.compact_generator())
+  jax.tree.map(np.testing.assert_array_equal, jax.device_get(student_g["generator"]), want)
+  jax.tree.map(np.testing.assert_array_equal, jax.device_get(student_d),
+               jax.device_get(teacher.discriminator["params"]))
 
-  result = train.distill(config, workdir)
+  result = pipeline.distill(config, workdir)
   assert result["student_steps"] == result["steps"] > 0
-  trained = phases.finished_state(student.directory, student.state, "student")
-  supernet = train._supernet_phase(config, workdir, task)
-  for start, end in ((supernet.state.generator, trained.generator),
-                     (supernet.state.discriminator, trained.discriminator)):
+  trained = pipeline.finished_state(recipe, workdir, task, "student")
+  supernet_g, supernet_d, _ = pipeline.initial_student(recipe, None, teacher, lambda: trained)
+  for start, end in ((supernet_g, trained.generator), (supernet_d, trained.discriminator)):
     jax.tree.map(np.testing.assert_array_equal, jax.device_get(start), jax.device_get(end))
   assert not np.array_equal(trained.generator["generator"]["stem"]["conv"]["kernel"],
                             want["stem"]["conv"]["kernel"])  # the student trained
@@ -124,10 +124,10 @@ def test_pruned_student_needs_a_mobile_teacher_and_gaugan_refuses_it(tmp_path):
   config = configs.get_config("tiny")
   config.student.init = "pruned_teacher"
   config.teacher_train.nepochs, config.teacher_train.nepochs_decay = 1, 0
-  train.train_teacher(config, str(tmp_path))
+  pipeline.train_teacher(config, str(tmp_path))
   with pytest.raises(UserError, match="mobile teacher"):
-    train.distill(config, str(tmp_path))
+    pipeline.distill(config, str(tmp_path))
   config = configs.get_config("gaugan_tiny")
   config.student.init = "pruned_teacher"
   with pytest.raises(UserError, match="ResNet generators only"):
-    spade_train.train_teacher(config, str(tmp_path))
+    pipeline.train_teacher(config, str(tmp_path))

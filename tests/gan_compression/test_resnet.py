@@ -7,7 +7,7 @@ import pytest
 
 from lite_jax import core
 from lite_jax.gan_compression import discriminators as disc
-from lite_jax.gan_compression import layers, models, resnet
+from lite_jax.gan_compression import layers, resnet
 from lite_jax.gan_compression.subnet_search import space_size
 
 
@@ -94,8 +94,9 @@ def test_search_space_sizes():
 def test_masked_supernet_equals_sliced_standalone_student(config):
   """Super-network at `active=config` == the student built at `config` with sliced weights,
   for the image and for the distillation taps; everything beyond the active width is 0."""
-  super_student = models.DistillStudent((8,) * 8, teacher_width=12, n_blocks=3)
-  sub_student = models.DistillStudent(config, teacher_width=12, n_blocks=3)
+  super_student = layers.DistillStudent(resnet.mobile_resnet_generator(8, n_blocks=3), (12,) * 4)
+  sub_student = layers.DistillStudent(resnet.mobile_resnet_generator(config, n_blocks=3),
+                                      (12,) * 4)
   x = jax.random.uniform(jax.random.key(1), (2, 16, 16, 3), minval=-1, maxval=1)
   params = _randomize(super_student.init(jax.random.key(0), x)["params"])
   sub_params = layers.slice_params(

@@ -19,7 +19,7 @@ from data import label_maps
 from experiments.configs import gan_compress as configs
 from lite_jax import core, gan_compression
 from lite_jax.gan_compression import discriminators as disc
-from lite_jax.gan_compression import layers, phases, spade, spade_train, standalone, vgg
+from lite_jax.gan_compression import layers, pipeline, recipe, spade, spade_recipe, standalone, vgg
 
 NARROW_VGG = (4, 4, 8, 8, 8)  # stage widths of the test's random VGG19
 
@@ -48,7 +48,7 @@ def run(tmp_path_factory):
   config = configs.get_config("gaugan_tiny")
   config.gaugan.vgg_weights = weights
   config.teacher_loss.lambda_vgg = config.distill_loss.lambda_vgg = 10.0
-  results = {mode: spade_train.MODES[mode](config, workdir)
+  results = {mode: pipeline.run(mode, config, workdir)
              for mode in ("train_teacher", "distill", "search", "export", "evaluate")}
   return config, workdir, results
 
@@ -78,21 +78,29 @@ def test_pipeline_writes_everything_and_respects_the_budget(run):
   assert core.read_metrics(os.path.join(workdir, "supernet"))[-1]["g_distill"] > 0
 
 
-def test_distill_resumes_exactly_and_compiles_once(run):
+def test_distill_resumes_exactly_and_compiles_once(run, monkeypatch):
   """Kill after the step-4 checkpoint (drop the later one) and resume: the same final state,
   batch-norm statistics and spectral-norm vectors included; the 4 resumed steps sample
-  sub-networks inside one compiled step."""
+  sub-networks inside one compiled step (the loop traces the step once)."""
   config, workdir, _ = run
-  task = spade_train.load_task(config, workdir)
-  phase = spade_train._supernet_phase(config, workdir, task)
-  final = phases.finished_state(phase.directory, phase.state, "super-network")
-  checkpoints = os.path.join(phase.directory, "checkpoints")
+  gaugan = pipeline.recipe_for(config)
+  task = gaugan.load_task(workdir)
+  final = pipeline.finished_state(gaugan, workdir, task, "supernet")
+  checkpoints = os.path.join(workdir, "supernet", "checkpoints")
   steps = sorted(int(s) for s in os.listdir(checkpoints) if s.isdigit())
   assert steps[-2:] == [4, 8]
   shutil.rmtree(os.path.join(checkpoints, "8"))
-  spade_train._run(phase, config, config.distill_loss)  # what `distill` runs
-  assert phase.step_fn._cache_size() == 1
-  resumed = phases.finished_state(phase.directory, phase.state, "super-network")
+  traces = []
+  make_step = spade_recipe.make_step
+
+  def counting_make_step(*args, **kwargs):
+    step = make_step(*args, **kwargs)
+    return lambda *step_args: traces.append(1) or step(*step_args)
+
+  monkeypatch.setattr(spade_recipe, "make_step", counting_make_step)
+  pipeline.distill(config, workdir)
+  assert len(traces) == 1
+  resumed = pipeline.finished_state(gaugan, workdir, task, "supernet")
   assert int(resumed.step) == 8
   for part in ("generator", "d_opt", "aux"):
     jax.tree.map(np.testing.assert_array_equal, jax.device_get(getattr(resumed, part)),
@@ -106,14 +114,16 @@ def test_exported_generator_equals_the_calibrated_supernet(run):
   generator, variables = standalone.load_generator(os.path.join(workdir, "export"))
   channels = spade.parse_config(results["search"]["channels"])
   assert generator.channels == channels and generator.separable
-  task = spade_train.load_task(config, workdir)
-  supernet = spade_train._supernet_state(config, workdir, task)
-  super_net = spade_train.compact_generator(config)
-  calibration = spade_train.calibration_labels(config, task)
-  super_variables = spade.calibrate(super_net, spade_train._generator_variables(supernet),
+  gaugan = pipeline.recipe_for(config)
+  task = gaugan.load_task(workdir)
+  supernet = pipeline.finished_state(gaugan, workdir, task, "supernet")
+  super_net = gaugan.compact_generator()
+  calibration = gaugan.calibration_labels(task)
+  super_variables = spade.calibrate(super_net,
+                                    recipe.compact_variables(gaugan.generator_variables(supernet)),
                                     [calibration], channels)
   batch = next(label_maps.eval_batches(task.test, task.preprocess, 4))
-  seg = spade_train.semantic_input(batch["label"], batch["edge"], config)
+  seg = spade_recipe.semantic_input(batch["label"], batch["edge"], config)
   run = jax.jit(lambda model, *args: model.apply(*args), static_argnums=0)
   np.testing.assert_allclose(run(generator, variables, seg),
                              run(super_net, super_variables, seg, jnp.asarray(channels)),
@@ -132,54 +142,55 @@ def test_finetune_starts_from_the_supernet_slice_and_is_exported(run, tmp_path):
     shutil.copytree(os.path.join(source, name), tmp_path / name)
   shutil.copy(os.path.join(source, "search.json"), tmp_path)
   workdir = str(tmp_path)
-  task = spade_train.load_task(config, workdir)
+  gaugan = pipeline.recipe_for(config)
   channels = spade.parse_config(results["search"]["channels"])
-  phase = spade_train._finetune_phase(config, workdir, task, channels)
-  start = phase.state
-  supernet = spade_train._supernet_state(config, workdir, task)
+  task = gaugan.load_task(workdir)
+  supernet = pipeline.finished_state(gaugan, workdir, task, "supernet")
+  teacher = pipeline.trained_teacher(gaugan, workdir, task)
+  start_g, start_d, start_aux = pipeline.initial_student(gaugan, channels, teacher,
+                                                          lambda: supernet)
   # The compact student's shapes: the 1x1 convs' inputs at the sub-network's widths.
-  compact = spade_train.abstract_variables(spade_train.student(config, channels),
-                                           spade_train._label_shape(config))
+  compact = recipe.abstract_variables(gaugan.student(channels), gaugan.input_shape)
 
   def assert_leading_slice(sub, full, like):
     assert sub.shape == like.shape
     np.testing.assert_array_equal(sub, np.asarray(full)[tuple(slice(0, n) for n in sub.shape)])
 
-  jax.tree.map(assert_leading_slice, start.generator, supernet.generator, compact["params"])
-  jax.tree.map(assert_leading_slice, start.aux["generator"], supernet.aux["generator"],
+  jax.tree.map(assert_leading_slice, start_g, supernet.generator, compact["params"])
+  jax.tree.map(assert_leading_slice, start_aux["generator"], supernet.aux["generator"],
                compact["batch_stats"])
-  jax.tree.map(np.testing.assert_array_equal, (start.discriminator, start.aux["discriminator"]),
+  jax.tree.map(np.testing.assert_array_equal, (start_d, start_aux["discriminator"]),
                (supernet.discriminator, supernet.aux["discriminator"]))
 
   result = json.loads(json.dumps(gan_compression.run("finetune", config, workdir)))
   assert (result["phase"], result["channels"], result["steps"]) == (
       "finetune", results["search"]["channels"], 2)  # 16 train1 images, batch 8, 1 epoch
   assert all(np.isfinite(result[k]) for k in ("loss", "d_loss", "g_vgg", "g_distill"))
-  finetuned = phases.finished_state(phase.directory, start, "finetune")
+  finetuned = pipeline.finished_state(gaugan, workdir, task, "finetune", channels)
   assert int(finetuned.step) == 2
-  exported = spade_train.export(config, workdir)
+  exported = pipeline.export(config, workdir)
   assert exported["channels"] == results["search"]["channels"]
   _, variables = standalone.load_generator(exported["path"])
   jax.tree.map(np.testing.assert_array_equal, variables["params"],
                jax.device_get(finetuned.generator["generator"]))
   assert not np.array_equal(variables["params"]["conv_img"]["conv"]["kernel"],
-                            start.generator["generator"]["conv_img"]["conv"]["kernel"])
+                            start_g["generator"]["conv_img"]["conv"]["kernel"])
 
 
 def test_pipeline_fine_tunes_between_search_and_export_when_it_has_epochs(monkeypatch):
   calls = []
   for mode in ("train_teacher", "distill", "finetune", "export"):
-    monkeypatch.setitem(spade_train.MODES, mode, lambda c, w, mode=mode: calls.append(mode))
-  monkeypatch.setitem(spade_train.MODES, "search", lambda c, w: calls.append("search") or {
+    monkeypatch.setitem(pipeline.MODES, mode, lambda c, w, mode=mode: calls.append(mode))
+  monkeypatch.setitem(pipeline.MODES, "search", lambda c, w: calls.append("search") or {
       "score": 0.5, "metric": "l1", "num_evaluated": 3})
-  monkeypatch.setitem(spade_train.MODES, "evaluate",
+  monkeypatch.setitem(pipeline.MODES, "evaluate",
                       lambda c, w: calls.append("evaluate") or {})
   config = configs.get_config("gaugan_tiny")
-  spade_train.pipeline(config, "unused")
+  pipeline.pipeline(config, "unused")
   assert calls == ["train_teacher", "distill", "search", "export", "evaluate"]
   calls.clear()
   config.finetune.nepochs_decay = 1
-  assert spade_train.pipeline(config, "unused")["search_score"] == 0.5
+  assert pipeline.pipeline(config, "unused")["search_score"] == 0.5
   assert calls == ["train_teacher", "distill", "search", "finetune", "export", "evaluate"]
 
 
@@ -187,11 +198,11 @@ def test_semantic_input_one_hot_dontcare_and_edges():
   config = configs.get_config("gaugan_tiny")
   label = jnp.array([[[0, 3, 255]]])
   edge = jnp.array([[[1.0, 0.0, 0.0]]])
-  seg = spade_train.semantic_input(label, edge, config)
+  seg = spade_recipe.semantic_input(label, edge, config)
   np.testing.assert_array_equal(seg[0, 0], [[1, 0, 0, 0, 1], [0, 0, 0, 1, 0], [0] * 5])
   config.gaugan.contain_dontcare = True  # 255 is the extra class label_nc
-  seg = spade_train.semantic_input(label, edge, config)
-  assert seg.shape[-1] == spade_train.semantic_nc(config) == 6
+  seg = spade_recipe.semantic_input(label, edge, config)
+  assert seg.shape[-1] == spade_recipe.semantic_nc(config) == 6
   np.testing.assert_array_equal(seg[0, 0, 2], [0, 0, 0, 0, 1, 0])
 
 
@@ -286,7 +297,7 @@ def test_user_errors(tmp_path):
   config = configs.get_config("gaugan_tiny")
   config.teacher_loss.lambda_vgg = 10.0
   with pytest.raises(core.UserError, match="set config.gaugan.vgg_weights"):
-    spade_train.train_teacher(config, str(tmp_path))
+    pipeline.train_teacher(config, str(tmp_path))
   with pytest.raises(core.UserError, match="VGG19 weights file .* does not exist"):
     vgg.load_vgg19(tmp_path / "missing.pth")
   state_dict = _vgg_state_dict(NARROW_VGG)
@@ -294,24 +305,24 @@ def test_user_errors(tmp_path):
   with pytest.raises(core.UserError, match="lacks the VGG19 weight 'features.28.bias'"):
     vgg.params_from_state_dict(state_dict)
   with pytest.raises(core.UserError, match="needs a GauGAN preset"):
-    spade_train.load_task(configs.get_config("tiny"), str(tmp_path))
+    spade_recipe.SpadeRecipe(configs.get_config("tiny"))
   with pytest.raises(core.UserError, match="cityscapes:/path/to/cityscapes"):
-    spade_train.load_task(configs.get_config("gaugan_cityscapes"), str(tmp_path))
+    pipeline.recipe_for(configs.get_config("gaugan_cityscapes")).load_task(str(tmp_path))
   config = configs.get_config("gaugan_tiny")
   config.gaugan.label_nc = 3
   with pytest.raises(core.UserError, match="gaugan.label_nc is 3 but synthetic has 4"):
-    spade_train.load_task(config, str(tmp_path))
+    pipeline.recipe_for(config).load_task(str(tmp_path))
   config = configs.get_config("gaugan_tiny")
   with pytest.raises(core.UserError, match="run the search first"):
-    spade_train.chosen_channels(config, str(tmp_path))
+    pipeline.chosen_channels(pipeline.recipe_for(config), str(tmp_path))
   config.subnet.channels = "8_4_4_4_4_4_4_4"
   with pytest.raises(core.UserError, match="wider than the super-network"):
-    spade_train.chosen_channels(config, str(tmp_path))
+    pipeline.chosen_channels(pipeline.recipe_for(config), str(tmp_path))
   config.student.search_space = "channels-48"
   with pytest.raises(core.UserError, match="offers 48 channels"):
-    spade_train.search_space(config)
-  with pytest.raises(core.UserError, match="no teacher checkpoint"):
-    spade_train.distill(configs.get_config("gaugan_tiny"), str(tmp_path))
+    pipeline.recipe_for(config).search_space()
+  with pytest.raises(core.UserError, match="teacher/checkpoints; train the teacher"):
+    pipeline.distill(configs.get_config("gaugan_tiny"), str(tmp_path))
 
 
 def test_coco_preset_reads_coco_stuff_with_random_crops_and_dontcare(tmp_path):
@@ -330,12 +341,13 @@ def test_coco_preset_reads_coco_stuff_with_random_crops_and_dontcare(tmp_path):
   config = configs.get_config("gaugan_coco")
   config.data.source, config.data.holdout = f"coco:{root}", 1
   config.data.crop_size, config.gaugan.load_size = 32, 36
-  task = spade_train.load_task(config, str(tmp_path))
+  gaugan = pipeline.recipe_for(config)
+  task = gaugan.load_task(str(tmp_path))
   assert task.preprocess == label_maps.Preprocess(32, 32, True, 36) and task.num_labels == 182
   config.teacher_train.batch_size = 2
-  batch = spade_train._stream(task, config.teacher_train, config)[0]
-  seg = spade_train.semantic_input(jnp.asarray(batch["label"]), jnp.asarray(batch["edge"]),
-                                   config)
+  batch = gaugan.train_batches(task, config.teacher_train)[0]
+  seg = spade_recipe.semantic_input(jnp.asarray(batch["label"]), jnp.asarray(batch["edge"]),
+                                    config)
   assert seg.shape == (2, 32, 32, 184)
   np.testing.assert_array_equal(seg[..., 182], batch["label"] == 255)  # dontcare channel
   np.testing.assert_array_equal(seg[..., 181], batch["label"] == 181)
