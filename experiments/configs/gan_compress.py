@@ -82,6 +82,7 @@ from __future__ import annotations
 import ml_collections
 
 from lite_jax.core.errors import UserError
+from lite_jax.core.loop import train_config
 from lite_jax.core.mesh import mesh_config
 
 
@@ -176,10 +177,9 @@ def _base() -> ml_collections.ConfigDict:
   c.subnet = ml_collections.ConfigDict()
   c.subnet.channels = ""  # '16_16_24_...' picks the sub-network instead of the search result
 
-  c.train = ml_collections.ConfigDict()  # the intervals of every phase's training loop
-  c.train.log_every_steps = 100
-  c.train.checkpoint_every_steps = 2000
-  c.train.keep_checkpoints = 2
+  # The intervals of every phase's loop; with `steps_per_run` a phase stops after that many
+  # steps (and a checkpoint), and the next phases wait for the rerun that finishes it.
+  c.train = train_config(log_every_steps=100, checkpoint_every_steps=2000, keep_checkpoints=2)
 
   c.mesh = mesh_config()  # data parallel: batches split over devices
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ml_collections
 
+from lite_jax.core.loop import train_config
 from lite_jax.core.mesh import mesh_config
 
 
@@ -40,13 +41,9 @@ def base_config(task: str) -> ml_collections.ConfigDict:
   c.model.unet_channels = 32
   c.model.unet_levels = 4
 
-  c.train = ml_collections.ConfigDict()
+  c.train = train_config(log_every_steps=50, checkpoint_every_steps=1000, keep_checkpoints=3)
   c.train.batch_size = 32
   c.train.num_epochs = 200.0
-  c.train.log_every_steps = 50
-  c.train.checkpoint_every_steps = 1000
-  c.train.keep_checkpoints = 3
-  c.train.steps_per_run = 0  # > 0: stop after this many steps (and a checkpoint); rerun resumes
 
   c.optim = ml_collections.ConfigDict()  # core.make_optimizer; total_updates set at runtime
   c.optim.learning_rate = 1e-3

@@ -36,6 +36,7 @@ from __future__ import annotations
 import ml_collections
 
 from lite_jax.core.errors import UserError
+from lite_jax.core.loop import train_config
 from lite_jax.core.mesh import mesh_config
 
 _WMT_LITE_DROPOUT = {  # d: (dropout, attention_dropout, weight_dropout), per task.
@@ -114,12 +115,9 @@ def _base() -> ml_collections.ConfigDict:
   c.optim.grad_accum_steps = 16
   c.optim.label_smoothing = 0.1
 
-  c.train = ml_collections.ConfigDict()
-  c.train.log_every_steps = 100  # micro-steps
-  c.train.eval_every_steps = 1000  # validation loss
-  c.train.checkpoint_every_steps = 1000
-  c.train.keep_checkpoints = 20
-  c.train.steps_per_run = 0  # > 0: stop after this many steps (and a checkpoint); rerun resumes
+  c.train = train_config(log_every_steps=100,  # micro-steps
+                         eval_every_steps=1000,  # validation loss
+                         checkpoint_every_steps=1000, keep_checkpoints=20)
   c.train.eval_batches = 0  # 0 = whole validation split
 
   c.eval = ml_collections.ConfigDict()

@@ -3,8 +3,8 @@ checkpoints, metrics, MACs."""
 
 from lite_jax.core.checkpoint import Checkpointer, abstract_like, all_finite, restore_finished
 from lite_jax.core.errors import UserError
-from lite_jax.core.loop import (Interrupted, LoopResult, NonFiniteError, TrainLoop,
-                                check_finite)
+from lite_jax.core.loop import (Interrupted, LoopResult, NonFiniteError, StoppedEarly,
+                                TrainLoop, check_finite, train_config)
 from lite_jax.core.macs import MacsConvention, count_macs, count_params
 from lite_jax.core.mesh import (abstract_sharded_state, init_sharded, make_mesh, mesh_config,
                                 shard_batch)

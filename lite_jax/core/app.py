@@ -38,7 +38,7 @@ from ml_collections import config_flags
 
 from lite_jax.core import mesh as mesh_lib
 from lite_jax.core.errors import UserError, parse_flags, root_user_error
-from lite_jax.core.loop import Interrupted
+from lite_jax.core.loop import Interrupted, StoppedEarly
 from lite_jax.core.metrics import print_result
 
 Mode = Callable[[ml_collections.ConfigDict, str], Mapping[str, Any] | None]
@@ -98,12 +98,15 @@ def _raise_interrupted(signum, frame):
 
 def _exit_on_user_error(fn: Callable, *args) -> Any:
   """Runs `fn`: a `UserError` is `error: <sentence>` + exit 2, an interruption one line +
-  128 + signal. Anything else is a bug and keeps its traceback."""
+  128 + signal, a run stopped by `train.steps_per_run` one line + 0. Anything else is a bug and keeps its traceback."""
   try:
     return fn(*args)
   except Interrupted as e:
     print(e, file=sys.stderr, flush=True)
     sys.exit(e.exit_code)
+  except StoppedEarly as e:  # asked for: not a failure
+    print(e, file=sys.stderr, flush=True)
+    sys.exit(0)
   except KeyboardInterrupt:
     e = Interrupted(signal.SIGINT)
     print(e, file=sys.stderr, flush=True)

@@ -36,6 +36,7 @@ from typing import Any, Callable, Iterator, Mapping
 import grain
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 from absl import logging
 from jax.experimental import multihost_utils
@@ -46,6 +47,24 @@ from lite_jax.core.errors import UserError
 from lite_jax.core.metrics import MetricWriter, progress
 
 Metrics = Mapping[str, float]
+
+
+def train_config(*, log_every_steps: int = 100, checkpoint_every_steps: int = 1000,
+                 keep_checkpoints: int = 3, eval_every_steps: int | None = None
+                 ) -> ml_collections.ConfigDict:
+  """The `config.train` section every experiment config starts from: the loop's intervals.
+
+  `eval_every_steps` (only for trainers with a validation hook; 0 = at the end only);
+  `steps_per_run` > 0 stops a run after that many steps and their checkpoint (a time-limited
+  job), and rerunning the same command continues. A paper adds its own keys (batch size,
+  epochs) to the section.
+  """
+  c = ml_collections.ConfigDict(dict(
+      log_every_steps=log_every_steps, checkpoint_every_steps=checkpoint_every_steps,
+      keep_checkpoints=keep_checkpoints, steps_per_run=0))
+  if eval_every_steps is not None:
+    c.eval_every_steps = eval_every_steps
+  return c
 
 
 class NonFiniteError(UserError):
@@ -63,6 +82,16 @@ class Interrupted(Exception):
   @property
   def exit_code(self) -> int:
     return 128 + self.signum
+
+
+class StoppedEarly(Exception):
+  """A run stopped after `train.steps_per_run` steps (and their checkpoint) short of its last
+  step, so what needs the finished state (a later phase, the test metrics) must wait."""
+
+  def __init__(self, name: str, step: int, total_steps: int):
+    self.step, self.total_steps = step, total_steps
+    super().__init__(f"{name} stopped at step {step} of {total_steps} (train.steps_per_run); "
+                     f"rerun the same command to continue.")
 
 
 def check_finite(value: float, step: int, what: str = "loss") -> None:
@@ -88,8 +117,9 @@ class TrainLoop:
     batches: a `grain.MapDataset` whose item i is batch i (resumed by position), or a
       `grain.IterDataset` whose iterator is checkpointable (`get_state`/`set_state`).
     total_steps: the step number training ends at.
-    intervals: a config with `log_every_steps`, `checkpoint_every_steps`, `keep_checkpoints`
-      and optionally `eval_every_steps` and `steps_per_run` (usually `config.train`).
+    intervals: the fields of `train_config()`: `log_every_steps`, `checkpoint_every_steps`,
+      `keep_checkpoints`, `steps_per_run` and, with `evaluate`, `eval_every_steps` (usually
+      `config.train`).
     mesh: the device mesh; `rules`: the logical-axis rules active while stepping.
     config: the experiment config, saved with every checkpoint.
     step_args: fixed arguments after the batch (a frozen teacher, loss-network weights),
@@ -221,7 +251,7 @@ def run(loop: TrainLoop, abstract_state: Any, init_state: Callable[[], Any], *,
     NonFiniteError: a metric or the state became NaN/inf (nothing non-finite was saved).
     Interrupted: SIGINT/SIGTERM; the step reached was saved.
   """
-  stop_after = stop_after or loop.intervals.get("steps_per_run", 0) or None
+  stop_after = stop_after or loop.intervals.steps_per_run or None
   shardings = _shardings(abstract_state, loop.mesh)
   abstract_state = jax.tree.map(
       lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract_state, shardings)

@@ -132,6 +132,8 @@ def _train(recipe: Recipe, workdir: str, task, name: str, init: Callable[[], tup
   make_state = _state_fn(config, name, steps_per_epoch)
   result = core.loop.run(loop, _template(recipe, name, mesh, steps_per_epoch, channels),
                          lambda: make_state(*init()))
+  if result.step < total_steps:  # `train.steps_per_run`: later phases need this one finished
+    raise core.loop.StoppedEarly(name, result.step, total_steps)
   return result.state, total_steps
 
 
@@ -465,12 +467,11 @@ def plot_comparison(columns: Sequence[np.ndarray], path: str, count: int) -> str
 
 def plot_search(result: subnet_search.SearchResult, s: ml_collections.ConfigDict,
                 path: str) -> str:
-  import matplotlib
-  matplotlib.use("Agg")
-  from matplotlib import pyplot as plt
+  """Every scored candidate's held-out score against its GMACs, the chosen one and the
+  budget, as one PNG."""
   macs = np.array([m for _, m, _ in result.evaluated]) / 1e9
   scores = np.array([v for _, _, v in result.evaluated])
-  fig, ax = plt.subplots(figsize=(5, 3.5))
+  fig, ax = core.plots.subplots(figsize=(5, 3.5))
   ax.scatter(macs, scores, s=8, alpha=0.6, label="candidates")
   ax.scatter([result.best_macs / 1e9], [result.best_score], c="red", marker="*", s=120,
              label="chosen")
@@ -478,7 +479,4 @@ def plot_search(result: subnet_search.SearchResult, s: ml_collections.ConfigDict
   ax.set_xlabel("GMACs")
   ax.set_ylabel(f"held-out {s.metric} (lower is better)")
   ax.legend()
-  fig.tight_layout()
-  fig.savefig(path, dpi=120)
-  plt.close(fig)
-  return path
+  return core.plots.save(fig, path)

@@ -212,7 +212,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       batches=training_batches(run.train, run.spec, config), total_steps=run.total_steps,
       intervals=config.train, mesh=run.mesh, rules=run.rules, config=config,
       learning_rate=lambda step: run.schedule(step - 1))
-  state = core.loop.run(loop, run.abstract, run.init).state
+  trained = core.loop.run(loop, run.abstract, run.init)
+  if trained.step < run.total_steps:  # `train.steps_per_run`: evaluate the finished model only
+    raise core.StoppedEarly("training", trained.step, run.total_steps)
+  state = trained.state
   # Under the mesh, the Pallas voxel kernels run per batch shard (`kernels._dispatch`).
   with core.mesh.activate(run.mesh, run.rules):
     result = evaluate_state(run.model, state, run.spec, run.test, config, run.mesh, workdir)

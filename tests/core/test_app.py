@@ -65,3 +65,15 @@ def test_default_workdir_is_named_after_the_config_and_preset(tmp_path):
 def test_config_keys_cover_nested_fields():
   keys = app.config_keys(toy_config.get_config())
   assert {"train", "train.log_every_steps", "mesh.rules.embed", "learning_rate"} <= set(keys)
+
+
+def test_steps_per_run_stops_with_one_line_and_exit_0_and_the_rerun_finishes(tmp_path):
+  flags = (f"--workdir={tmp_path}", "--config.train.steps_per_run=5")
+  stopped = _run(*flags)
+  assert stopped.returncode == 0, stopped.stderr[-2000:]
+  assert stopped.stderr.strip().splitlines()[-1] == (  # after the progress bar
+      "toy stopped at step 5 of 12 (train.steps_per_run); rerun the same command to continue.")
+  assert not stopped.stdout
+  finished = _run(f"--workdir={tmp_path}")
+  assert finished.returncode == 0, finished.stderr[-2000:]
+  assert json.loads(finished.stdout.strip().splitlines()[-1])["step"] == 12

@@ -25,12 +25,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 def _config(**overrides):
   config = toy_config.get_config()
-  for key, value in overrides.items():
-    node = config
-    *parents, name = key.split(".")
-    for parent in parents:
-      node = node[parent]
-    node[name] = value
+  config.update_from_flattened_dict(overrides)
   return config
 
 

@@ -55,6 +55,8 @@ def make_loop(config, workdir: str) -> tuple[core.TrainLoop, object, object]:
 def train(config, workdir: str, stop_after: int | None = None) -> dict:
   loop, abstract, init = make_loop(config, workdir)
   result = core.loop.run(loop, abstract, init, stop_after=stop_after)
+  if stop_after is None and result.step < loop.total_steps:  # `train.steps_per_run`
+    raise core.StoppedEarly("toy", result.step, loop.total_steps)
   return {"step": result.step, "w": np.asarray(result.state.params["w"]).tolist()}
 
 

@@ -2,6 +2,7 @@
 
 import ml_collections
 
+from lite_jax.core.loop import train_config
 from lite_jax.core.mesh import mesh_config
 
 
@@ -13,7 +14,7 @@ def get_config(preset: str = "default") -> ml_collections.ConfigDict:
   c.total_steps = 12
   c.step_sleep_s = 0.0  # host time per batch, so a test can signal a run mid-training
   c.iterator = False  # batches from a checkpointable iterator instead of by step index
-  c.train = ml_collections.ConfigDict(dict(log_every_steps=4, checkpoint_every_steps=3,
-                                           eval_every_steps=0, keep_checkpoints=10))
+  c.train = train_config(log_every_steps=4, checkpoint_every_steps=3, eval_every_steps=0,
+                         keep_checkpoints=10)
   c.mesh = mesh_config()
   return c
