@@ -8,7 +8,7 @@ An example is `{"label": [h, w] uint8 class ids, "instance": [h, w] int32 instan
 "image": [h, w, 3]}` (uint8 from files, float32 in [-1, 1] when synthetic). `train_batches`
 and `eval_batches` turn them into network batches `{"label": [b, H, W] int32, "edge":
 [b, H, W] float32, "image": [b, H, W, 3] float32 in [-1, 1]}`; the one-hot label map (and the
-dontcare channel) is built on the device from `label` (see `spade_train.semantic_input`), so
+dontcare channel) is built on the device from `label` (see `spade_recipe.semantic_input`), so
 batches stay small (a one-hot Cityscapes batch of 16 would be 300 MB).
 
 Sources:

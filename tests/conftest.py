@@ -1,6 +1,10 @@
 """Test-session setup, applied before any test imports jax.
 
 - 8 fake CPU devices, so sharding and data-parallel tests run on any machine.
+- XLA:CPU without LLVM's expensive optimizations: the tests' programs are tiny, so compiling
+  them is most of the suite's time, and these flags cut a GAN training step's compile from 23 s
+  to 13 s while results stay within the tests' tolerances (launchers the tests start inherit
+  them through the environment).
 - A persistent compilation cache shared by the tests and the launchers they start: the
   end-to-end tests compile the same tiny programs several times (fresh runs, resumed runs,
   subprocesses), and compiling dominates their time on a 2-core machine.
@@ -9,7 +13,8 @@
 import os
 import tempfile
 
-os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
+FAST_COMPILE = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
+os.environ.setdefault("XLA_FLAGS", f"--xla_force_host_platform_device_count=8 {FAST_COMPILE}")
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR",
                       os.path.join(tempfile.gettempdir(), "lite_jax_test_compile_cache"))
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")

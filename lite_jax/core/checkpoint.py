@@ -49,15 +49,29 @@ def _shape_mismatches(saved: Any, target: Any) -> list[str]:
 
 
 @jax.jit
-def _all_finite(tree: Any) -> jax.Array:
-  leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)
-            if jnp.issubdtype(x.dtype, jnp.inexact)]
-  return jnp.all(jnp.stack(leaves)) if leaves else jnp.array(True)
+def _all_finite(together: dict[str, list[jax.Array]], apart: list[jax.Array]) -> jax.Array:
+  # `together`: replicated leaves by dtype, checked as one flat vector (one fused reduction,
+  # the concatenation never materialized; XLA compiles it in a fraction of the time one
+  # reduction per leaf takes, which on CPU was seconds per state). `apart`: sharded leaves,
+  # reduced where they live.
+  checks = [jnp.all(jnp.isfinite(x)) for x in apart]
+  checks += [jnp.all(jnp.isfinite(jnp.concatenate([x.ravel() for x in leaves])))
+             for leaves in together.values()]
+  return jnp.all(jnp.stack(checks)) if checks else jnp.array(True)
 
 
 def all_finite(tree: Any) -> bool:
-  """Whether every floating-point number in `tree` is finite (one device reduction)."""
-  return bool(_all_finite(tree))
+  """Whether every floating-point number in `tree` is finite (one device computation)."""
+  together, apart = {}, []
+  for x in jax.tree.leaves(tree):
+    if not jnp.issubdtype(x.dtype, jnp.inexact):
+      continue
+    sharding = getattr(x, "sharding", None)
+    if sharding is None or sharding.is_fully_replicated:
+      together.setdefault(str(x.dtype), []).append(x)
+    else:
+      apart.append(x)
+  return bool(_all_finite(together, apart))
 
 
 class Checkpointer:

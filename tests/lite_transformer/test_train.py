@@ -240,8 +240,8 @@ def _two_processes(workdir, *flags) -> tuple[dict, str]:
   """The tiny run as processes 0 and 1 of one job (`jax.distributed`, gloo collectives), 4
   CPU devices each; returns process 0's result line and both processes' stderr."""
   port = _free_port()
-  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4",
-             JAX_PLATFORMS="cpu")
+  env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=os.environ["XLA_FLAGS"].replace(
+      "--xla_force_host_platform_device_count=8", "--xla_force_host_platform_device_count=4"))
   processes = [subprocess.Popen(
       [sys.executable, "-m", "experiments.wmt_lite",
        "--config=experiments/configs/wmt_lite.py:tiny", f"--workdir={workdir}", *flags,
