@@ -1,12 +1,12 @@
 r"""Fault injection: kill a training run at random points, resume it, compare with no kills.
 
     python -m benchmarks.fault_injection                      # 20 kills of the PVCNN tiny run
-    python -m benchmarks.fault_injection --kills=5 --smoke    # what the tests run
+    python -m benchmarks.fault_injection --kills=5 --smoke    # a short check (8 epochs)
     python -m benchmarks.fault_injection --module=experiments.wmt_lite \
         --flags="--config=experiments/configs/wmt_lite.py:tiny --config.optim.total_updates=200"
 
 A reference run trains uninterrupted. A second run in its own workdir is started, and once it
-has logged a step past where it resumed, is killed after a random delay, alternately (in a
+has logged a step of its own (so it is training, not importing), is killed after a random delay, alternately (in a
 seeded random order) with SIGKILL (nothing saved on the way out; the run falls back to its
 last checkpoint, an async save cut short included) and SIGINT (the step reached is saved and
 the launcher exits 130); then it is rerun with the same command, `--kills` times, and finally
@@ -15,7 +15,9 @@ run to the end. The script checks:
 * the final checkpoint of the killed run equals the reference's, leaf by leaf, bit for bit,
   and so does the final result line;
 * lost steps: after SIGINT a rerun resumes at the step reached (0 lost); after SIGKILL it
-  loses less than one checkpoint interval.
+  loses what came after the last checkpoint complete on disk: at most two intervals, as a
+  save runs in the background while training goes on (and the next save waits for it), so
+  the kill can find one save in flight.
 
 It prints one JSON line per kill and a summary line.
 """
@@ -40,7 +42,7 @@ import orbax.checkpoint as ocp
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PVCNN_TINY = ("--config=experiments/configs/pvcnn_shapenet.py:tiny "
-              "--config.train.num_epochs=60 --config.train.checkpoint_every_steps=3 "
+              "--config.train.num_epochs=150 --config.train.checkpoint_every_steps=3 "
               "--config.train.log_every_steps=1")
 
 
@@ -91,7 +93,7 @@ def main() -> None:
   flags = shlex.split(args.flags)
   checkpoint_every = int(re.search(r"checkpoint_every_steps=(\d+)", args.flags).group(1))
   if args.smoke:
-    flags = [f.replace("num_epochs=60", "num_epochs=8") for f in flags]
+    flags = [f.replace("num_epochs=150", "num_epochs=8") for f in flags]
   rng = random.Random(args.seed)
   root = args.workdir or tempfile.mkdtemp(prefix="fault_injection_")
   reference_dir, killed_dir = os.path.join(root, "reference"), os.path.join(root, "killed")
@@ -106,16 +108,17 @@ def main() -> None:
   records, resumed_from = [], 0
   for kill in range(args.kills):
     signum = rng.choice([signal.SIGKILL, signal.SIGINT])
+    logged_before = len(_logged_steps(killed_dir))  # a SIGKILLed run's lines stay in the log
     process = _launch(args.module, flags, killed_dir)
-    while process.poll() is None and not [s for s in _logged_steps(killed_dir)
-                                           if s > resumed_from]:
+    while process.poll() is None and len(_logged_steps(killed_dir)) <= logged_before:
       time.sleep(0.05)
     time.sleep(rng.uniform(0.0, args.max_delay_s))
     finished = process.poll() is not None
     if not finished:
       process.send_signal(signum)
     out, err = process.communicate()
-    reached = max(_logged_steps(killed_dir), default=0)
+    finished = finished or process.returncode == 0  # the signal came as the run exited
+    reached = max(_logged_steps(killed_dir)[logged_before:], default=resumed_from)
     checkpoints = [int(d) for d in os.listdir(os.path.join(killed_dir, "checkpoints"))
                    if d.isdigit()]
     saved = max(checkpoints, default=0)
@@ -123,12 +126,12 @@ def main() -> None:
               process.returncode, "reached": reached, "saved": saved,
               "lost_steps": reached - saved, "finished_before_kill": finished}
     if signum == signal.SIGINT and not finished:
-      said = re.search(r"interrupted at step (\d+); rerun the same command to resume\.", err)
+      said = re.search(r"interrupted( at step \d+)?; rerun the same command to resume\.", err)
       record["said"] = said.group(0) if said else err.strip().splitlines()[-1:]
       record["ok"] = bool(said) and process.returncode == 130 and saved == reached
     else:
       record["ok"] = finished or (process.returncode == -signal.SIGKILL
-                                  and reached - saved < checkpoint_every)
+                                  and reached - saved <= 2 * checkpoint_every)
     print(json.dumps(record), flush=True)
     records.append(record)
     resumed_from = saved

@@ -314,7 +314,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   Args:
     config: a `experiments/configs/wmt_lite.py` config.
     workdir: outputs; rerunning with the same workdir resumes exactly. A run that stops
-      early (`train.steps_per_run`, as a preempted job would) returns no test metrics.
+      early (`train.steps_per_run`, as a preempted job would) raises `core.StoppedEarly`.
 
   Returns:
     Final metrics: test `bleu` (sacreBLEU), `tok_bleu`, validation loss, `params`, `macs`,
@@ -347,8 +347,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   result = {"steps": run.step, "train_time_s": round(run.elapsed_s, 1),
             "train_target_tokens_per_s": round(run.totals.get("tokens", 0.0)
                                                / max(run.elapsed_s, 1e-9), 1)}
-  if run.step < total_steps:
-    return result
+  if run.step < total_steps:  # `train.steps_per_run`: test metrics need the finished model
+    raise core.StoppedEarly("training", run.step, total_steps)
   params, validation = run.state.params, run.validation
   if config.eval.average_last_n > 1:
     params = _load_params(config, setup, workdir)

@@ -94,7 +94,8 @@ def trained(tmp_path_factory):
     result = train.train_and_evaluate(_tiny(), full)
     full_traces = list(traces)
     resumed = str(tmp_path_factory.mktemp("resumed"))
-    partial = train.train_and_evaluate(_tiny(**{"train.steps_per_run": 4}), resumed)
+    with pytest.raises(core.StoppedEarly) as partial:
+      train.train_and_evaluate(_tiny(**{"train.steps_per_run": 4}), resumed)
     resumed_result = train.train_and_evaluate(_tiny(), resumed)
   return full, result, resumed, partial, resumed_result, full_traces
 
@@ -120,7 +121,7 @@ def test_train_step_compiles_once_per_bucket_shape(trained):
 
 def test_kill_and_resume_gives_identical_steps(trained):
   full, result, resumed, partial, resumed_result, _ = trained
-  assert partial["steps"] == 4 and "bleu" not in partial
+  assert (partial.value.step, partial.value.total_steps) == (4, 8)
   full_losses, resumed_losses = _losses(full), _losses(resumed)
   for step in (6, 8):  # logged after the resume at step 4
     assert resumed_losses[step] == full_losses[step]
@@ -153,7 +154,8 @@ def test_one_device_matches_eight(trained, tmp_path):
   full, *_ = trained
   assert jax.device_count() == 8
   one = _tiny(**{"mesh.num_devices": 1, "train.steps_per_run": 2})
-  train.train_and_evaluate(one, str(tmp_path))
+  with pytest.raises(core.StoppedEarly):
+    train.train_and_evaluate(one, str(tmp_path))
   setup = train._setup(one, train.prepare_task(one, str(tmp_path)).tokenizer.vocab_size)
   with core.Checkpointer(os.path.join(full, "checkpoints")) as ckpt:
     eight = ckpt.restore(2, setup.state)[0].params
@@ -238,7 +240,8 @@ def _free_port() -> int:
 
 def _two_processes(workdir, *flags) -> tuple[dict, str]:
   """The tiny run as processes 0 and 1 of one job (`jax.distributed`, gloo collectives), 4
-  CPU devices each; returns process 0's result line and both processes' stderr."""
+  CPU devices each; returns process 0's result line (None: it printed none) and both
+  processes' stderr."""
   port = _free_port()
   env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=os.environ["XLA_FLAGS"].replace(
       "--xla_force_host_platform_device_count=8", "--xla_force_host_platform_device_count=4"))
@@ -256,7 +259,8 @@ def _two_processes(workdir, *flags) -> tuple[dict, str]:
     assert p.returncode == 0, errors
   # Only process 0 prints the result (gloo itself logs its connections on stdout).
   assert not [line for line in outputs[1][0].splitlines() if line.startswith("{")]
-  return json.loads(outputs[0][0].strip().splitlines()[-1]), errors
+  results = [line for line in outputs[0][0].splitlines() if line.startswith("{")]
+  return (json.loads(results[-1]) if results else None), errors
 
 
 @pytest.mark.slow
@@ -265,8 +269,10 @@ def test_two_processes_train_checkpoint_resume_and_match_one(trained, tmp_path):
   resumed ends at the losses, validation and BLEU of the fixture's uninterrupted run in one
   process on as many devices."""
   full, result, *_ = trained
-  stopped, _ = _two_processes(tmp_path, "--config.train.steps_per_run=4")
-  assert stopped["steps"] == 4 and "bleu" not in stopped
+  stopped, errors = _two_processes(tmp_path, "--config.train.steps_per_run=4")
+  assert stopped is None
+  assert ("training stopped at step 4 of 8 (train.steps_per_run); rerun the same command to "
+          "continue.") in errors
   assert sorted(os.listdir(tmp_path / "checkpoints")) == ["2", "4"]
   resumed, errors = _two_processes(tmp_path)
   assert "resuming from step 4" in errors
