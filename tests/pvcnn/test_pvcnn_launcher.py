@@ -74,6 +74,13 @@ def test_shapenet_train_kill_resume_eval_profile(tmp_path, env):
   assert saved >= 2
 
   total = saved + 2
+  stopped = _run(env, "experiments.pvcnn_shapenet", SHAPENET, f"--workdir={workdir}",
+                 f"--config.train.num_epochs={total / STEPS_PER_EPOCH}",
+                 "--config.train.steps_per_run=1")  # a time-limited job: no evaluation yet
+  assert stopped.returncode == 0 and not stopped.stdout.strip(), stopped.stderr[-3000:]
+  assert stopped.stderr.strip().splitlines()[-1] == (
+      f"training stopped at step {saved + 1} of {total} (train.steps_per_run); rerun the "
+      f"same command to continue.")
   resumed = _result(_run(env, "experiments.pvcnn_shapenet", SHAPENET, f"--workdir={workdir}",
                          f"--config.train.num_epochs={total / STEPS_PER_EPOCH}"))
   assert resumed["step"] == total and 0 <= resumed["miou"] <= 1
