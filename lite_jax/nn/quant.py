@@ -14,6 +14,10 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+# The bit width that means "not quantized" in a policy (HAQ's first layer keeps its input in
+# full precision: the reference writes a = -1 for it). Cost models and quantizers both read it.
+FULL_PRECISION = 32
+
 
 def _round_ste(x: jax.Array) -> jax.Array:
   """round(x) forward, identity backward."""
