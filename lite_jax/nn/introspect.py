@@ -16,6 +16,7 @@ from typing import Any, Sequence
 
 import flax.linen as nn
 import jax
+import numpy as np
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,8 +54,13 @@ class LayerInfo:
     return self.groups > 1 and self.groups == self.c_in == self.c_out
 
 
-def _spatial(shape: Sequence[int]) -> int:
-  return math.prod(shape[1:-1]) if len(shape) > 2 else 1
+def _spatial(shape: Sequence[int], dims: int) -> int:
+  """The number of positions in the `dims` spatial axes before the channel axis."""
+  return math.prod(shape[-1 - dims:-1])
+
+
+def _is_array(leaf: Any) -> bool:
+  return isinstance(leaf, (jax.Array, np.ndarray, jax.ShapeDtypeStruct))
 
 
 def list_layers(model: nn.Module, variables: Any, *args, method: Any = None,
@@ -66,6 +72,8 @@ def list_layers(model: nn.Module, variables: Any, *args, method: Any = None,
     variables: its variables (or their `jax.ShapeDtypeStruct`s).
     *args, **kwargs: the call's inputs for ONE example or a batch: `in_hw`, `macs` are per
       example (the leading axis is the batch), e.g. images `[batch, height, width, channels]`.
+      Arrays are traced abstractly; anything else (`train=False`, `mutable=[...]`) is passed
+      as it is.
     method: the module method to call (default `__call__`).
 
   Returns:
@@ -79,8 +87,18 @@ def list_layers(model: nn.Module, variables: Any, *args, method: Any = None,
       calls.append((context.module, tuple(call_args[0].shape), tuple(out.shape)))
     return out
 
+  # Only arrays are traced: flags such as `train=False` or `mutable=[...]` stay Python values.
+  leaves, treedef = jax.tree_util.tree_flatten((args, kwargs))
+  arrays = [leaf for leaf in leaves if _is_array(leaf)]
+
+  def run(v, traced):
+    queue = iter(traced)
+    call_args, call_kwargs = jax.tree_util.tree_unflatten(
+        treedef, [next(queue) if _is_array(leaf) else leaf for leaf in leaves])
+    return model.apply(v, *call_args, method=method, **call_kwargs)
+
   with nn.intercept_methods(record):
-    jax.eval_shape(lambda v, a, k: model.apply(v, *a, method=method, **k), variables, args, kwargs)
+    jax.eval_shape(run, variables, arrays)
 
   layers = []
   for index, (module, in_shape, out_shape) in enumerate(calls):
@@ -92,7 +110,8 @@ def list_layers(model: nn.Module, variables: Any, *args, method: Any = None,
       layers.append(LayerInfo(path, "dense", c_in, c_out, 1, 0, 1, 1, 1, c_in * c_out,
                               c_in * c_out * positions, index))
       continue
-    kernel_size = tuple(module.kernel_size)
+    kernel_size = ((module.kernel_size,) if isinstance(module.kernel_size, int)
+                   else tuple(module.kernel_size))
     if len(set(kernel_size)) != 1:
       raise ValueError(f"layer {path!r} has a non-square kernel {kernel_size}; LayerInfo "
                        f"describes square kernels only.")
@@ -100,7 +119,8 @@ def list_layers(model: nn.Module, variables: Any, *args, method: Any = None,
     stride = strides if isinstance(strides, int) else strides[0]
     groups = module.feature_group_count
     n_weights = math.prod(kernel_size) * (c_in // groups) * c_out
-    out_hw = _spatial(out_shape)
+    out_hw = _spatial(out_shape, len(kernel_size))
     layers.append(LayerInfo(path, "conv", c_in, c_out, kernel_size[0], int(stride), groups,
-                            _spatial(in_shape), out_hw, n_weights, n_weights * out_hw, index))
+                            _spatial(in_shape, len(kernel_size)), out_hw, n_weights,
+                            n_weights * out_hw, index))
   return layers
