@@ -41,6 +41,7 @@ import jax.numpy as jnp
 from lite_jax.core.errors import UserError
 from lite_jax.core.macs import MATMUL_AND_CONV, count_macs, count_params
 from lite_jax.nn.introspect import list_layers
+from lite_jax.nn import depthwise
 
 # (expansion t, output channels c, repeats n, first stride s), as in the MobileNetV2 paper.
 MOBILENET_V2_STAGES: tuple[tuple[int, int, int, int], ...] = (
@@ -102,6 +103,8 @@ class ConvBN(nn.Module):
                 strides=(self.strides, self.strides), padding=((pad, pad), (pad, pad)),
                 feature_group_count=x.shape[-1] if self.depthwise else 1, use_bias=False,
                 kernel_init=_conv_init, dtype=self.dtype, param_dtype=self.param_dtype,
+                # XLA:CPU runs grouped convs slowly; shifted multiply-adds there.
+                conv_general_dilated=depthwise.conv_general_dilated if self.depthwise else None,
                 name="conv")(x)
     x = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
                      dtype=self.dtype, param_dtype=self.param_dtype, name="bn")(x)

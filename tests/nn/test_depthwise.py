@@ -1,5 +1,6 @@
 """Depthwise 2-D convolution: the shifted-sum form against XLA's grouped conv and a numpy loop."""
 
+import flax.linen
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -7,6 +8,7 @@ import pytest
 
 from lite_jax import core, nn
 from lite_jax.core import macs
+from lite_jax.nn import depthwise
 
 
 @pytest.mark.parametrize("size", [3, 5])
@@ -34,3 +36,20 @@ def test_macs_charge_the_shifted_form_like_the_conv():
   conv = core.count_macs(lambda a, k: nn.depthwise_conv2d(a, k, impl="conv"), x, kernel)
   assert shifted == conv == 8 * 8 * 8 * 9
   assert core.count_macs(nn.depthwise_conv2d, x, kernel, convention=macs.LITE_TRANSFORMER) == 0
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+def test_the_nn_conv_drop_in_matches_a_grouped_conv_and_counts_the_same_macs(stride):
+  x = jax.random.normal(jax.random.PRNGKey(0), (2, 9, 9, 8))
+  make = lambda **kw: flax.linen.Conv(8, (3, 3), strides=stride, padding=((1, 1), (1, 1)),
+                                      feature_group_count=8, **kw)
+  grouped, shifted = make(), make(conv_general_dilated=depthwise.conv_general_dilated)
+  variables = grouped.init(jax.random.PRNGKey(1), x)
+  np.testing.assert_allclose(shifted.apply(variables, x), grouped.apply(variables, x),
+                             rtol=1e-5, atol=1e-5)
+  loss = lambda module: lambda v: jnp.sum(module.apply(v, x) ** 2)
+  np.testing.assert_allclose(jax.grad(loss(shifted))(variables)["params"]["kernel"],
+                             jax.grad(loss(grouped))(variables)["params"]["kernel"],
+                             rtol=1e-4, atol=1e-4)
+  assert core.count_macs(shifted.apply, variables, x) == core.count_macs(grouped.apply,
+                                                                         variables, x)
