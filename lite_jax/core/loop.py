@@ -260,7 +260,7 @@ def run(loop: TrainLoop, abstract_state: Any, init_state: Callable[[], Any], *,
        mesh_lib.activate(loop.mesh, loop.rules):
     state, data_state = _restore_or_init(ckpt, abstract_state, init_state, shardings)
     first_step = int(jax.device_get(_step_of(state, data_state)))
-    if data_state is not None:
+    if data_state is not None and first_step < loop.total_steps:
       logging.warning("%s: resuming from step %d of %s (use a fresh --workdir to start over)",
                       loop.name, first_step, ckpt.directory)
     last_step = loop.total_steps if stop_after is None else min(loop.total_steps,

@@ -83,11 +83,15 @@ def make_schedule(optim_config) -> optax.Schedule:
                   f"constant.")
 
 
-def make_optimizer(optim_config) -> tuple[optax.GradientTransformation, optax.Schedule]:
-  """Adam(W) with optional clipping, wrapped in `optax.MultiSteps` for gradient accumulation.
+def make_optimizer(optim_config, *, decay_mask: Any = None
+                   ) -> tuple[optax.GradientTransformation, optax.Schedule]:
+  """Adam (or SGD with momentum) with optional clipping, wrapped in `optax.MultiSteps` for
+  gradient accumulation.
 
   `optim_config` fields: learning_rate, schedule, warmup_steps, warmup_init_lr, min_lr,
-  total_updates, b1, b2, eps, weight_decay, clip_norm (0 = off), grad_accum_steps.
+  total_updates, b1, b2, eps, weight_decay, clip_norm (0 = off), grad_accum_steps;
+  `optimizer` ("adam" when absent, or "sgd" with `momentum`). `decay_mask` (a pytree of
+  bools, or a function of the params giving one) limits weight decay to some leaves.
   """
   schedule = make_schedule(optim_config)
   parts = []
@@ -95,9 +99,15 @@ def make_optimizer(optim_config) -> tuple[optax.GradientTransformation, optax.Sc
     parts.append(optax.clip_by_global_norm(optim_config.clip_norm))
   # fairseq's Adam adds weight decay to the gradient (L2), not decoupled AdamW.
   if optim_config.weight_decay:
-    parts.append(optax.add_decayed_weights(optim_config.weight_decay))
-  parts.append(optax.scale_by_adam(b1=optim_config.b1, b2=optim_config.b2,
-                                   eps=optim_config.eps))
+    parts.append(optax.add_decayed_weights(optim_config.weight_decay, mask=decay_mask))
+  name = optim_config.get("optimizer", "adam")
+  if name == "adam":
+    parts.append(optax.scale_by_adam(b1=optim_config.b1, b2=optim_config.b2,
+                                     eps=optim_config.eps))
+  elif name == "sgd":  # PyTorch's SGD: v = m*v + g; p -= lr*v (Nesterov off)
+    parts.append(optax.trace(decay=optim_config.momentum))
+  else:
+    raise UserError(f"unknown optimizer {name!r}; choose adam or sgd.")
   parts.append(optax.scale_by_learning_rate(schedule))
   tx = optax.chain(*parts)
   if optim_config.grad_accum_steps > 1:
