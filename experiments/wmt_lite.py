@@ -6,10 +6,12 @@ r"""Lite Transformer translation: train, evaluate, translate, profile.
         --flagfile=experiments/flags/wmt_lite_demo.flags --mode=translate
     python -m experiments.wmt_lite --config=experiments/configs/wmt_lite.py:wmt14_enfr_lite_d496 \
         --mode=profile
+    python -m experiments.wmt_lite --flagfile=experiments/flags/wmt_lite_demo.flags --mode=compress
 
 train: train then evaluate on the test split; eval: evaluate the workdir's checkpoint;
-translate: stdin or --input to stdout; profile: parameters and Mult-Adds. Every mode ends by
-printing one JSON line of its results.
+translate: stdin or --input to stdout; profile: parameters and Mult-Adds; compress: prune +
+8-bit quantize the trained model, fine-tune, evaluate and write a size report to
+<workdir>/compress. Every mode ends by printing one JSON line of its results.
 """
 
 from absl import flags
@@ -22,7 +24,8 @@ _INPUT = flags.DEFINE_string("input", "-", "translate mode: file of source sente
 
 MODES = {"train": lite_transformer.train_and_evaluate, "eval": lite_transformer.evaluate,
          "translate": app.lines_mode(lite_transformer.translate, _INPUT),
-         "profile": lambda config, workdir: lite_transformer.profile(config)}
+         "profile": lambda config, workdir: lite_transformer.profile(config),
+         "compress": lite_transformer.compress_and_evaluate}
 
 if __name__ == "__main__":
   app.run(MODES, config="experiments/configs/wmt_lite.py:demo")

@@ -6,6 +6,11 @@ Presets (`--config=experiments/configs/wmt_lite.py:PRESET`, or a flagfile that n
   2 CPU cores; held-out sacreBLEU >= 50.
     python -m experiments.wmt_lite --flagfile=experiments/flags/wmt_lite_demo.flags
 * `tiny`: the same task shrunk for tests (a few steps, seconds).
+* Any preset, after training: `--mode=compress` prunes (per-weight-type sensitivity) and
+  quantizes (8-bit) the trained model, fine-tunes it and reports BLEU and sizes against
+  Transformer-base fp32 (paper: 18.2x smaller); the `compress` section holds its settings.
+    python -m experiments.wmt_lite --flagfile=experiments/flags/wmt_lite_demo.flags \
+        --mode=compress
 * `{task}_{model}_d{dim}` with task in `wmt14_enfr`, `wmt_ende`, `iwslt14_deen`:
     - `wmt14_enfr_lite_d{200,408,496}`: WMT'14 En-Fr, newstest2014, tokenized BLEU
       35.3 / 39.1 / 39.6 at 90M / 360M / 527M Mult-Adds (paper / README).
@@ -131,6 +136,24 @@ def _base() -> ml_collections.ConfigDict:
   c.eval.tokenized_bleu = "moses"  # tokenize before tokenized BLEU: 'moses' | 'none'
   c.eval.max_examples = 0  # 0 = whole test split
 
+  # --mode=compress (lite_jax/lite_transformer/compress.py): fine-grained sensitivity pruning
+  # + 8-bit weights of the trained model, fine-tuned, evaluated and sized in <workdir>/compress.
+  c.compress = ml_collections.ConfigDict()
+  # Sparsities each weight type is probed at alone, on `probe_batches` validation batches.
+  c.compress.probe_levels = (0.3, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95)
+  c.compress.probe_batches = 4
+  # Per weight type: the largest probed sparsity whose validation-loss rise (nats/token)
+  # stays within `tolerance`; or, with target_sparsity > 0, the smallest common tolerance that
+  # prunes that fraction of all weights.
+  c.compress.tolerance = 0.05
+  c.compress.target_sparsity = 0.0
+  c.compress.bits = 8  # symmetric linear weight quantization, one scale per tensor
+  c.compress.finetune_updates = 2000  # quantization-aware, masks fixed; cosine from:
+  c.compress.learning_rate = 1e-4
+  # A config ('path.py:preset') whose size at the sparsities chosen here is reported too
+  # (extrapolated, nothing measured); '' = none.
+  c.compress.extrapolate_to = "experiments/configs/wmt_lite.py:wmt14_enfr_lite_d496"
+
   # Data parallel; experiments/flags/sharding_{fsdp,tensor_parallel}.flags change the rules.
   c.mesh = mesh_config()
   return c
@@ -211,6 +234,10 @@ def _synthetic(tiny: bool) -> ml_collections.ConfigDict:
   c.eval.max_len_a = 1.5
   c.eval.max_len_b = 8
   c.eval.tokenized_bleu = "none"  # the synthetic languages are whitespace-tokenized
+  # Measured (README): 70% of the weights pruned, 8.6x smaller than fp32, BLEU not lower.
+  c.compress.target_sparsity = 0.7
+  c.compress.finetune_updates = 450
+  c.compress.learning_rate = 1e-3
   if tiny:
     c.data.synthetic_pairs = (400, 16, 16)
     c.data.vocab_size = 160
@@ -233,6 +260,10 @@ def _synthetic(tiny: bool) -> ml_collections.ConfigDict:
     c.train.eval_batches = 1
     c.eval.batch_size = 8
     c.eval.beam_size = 2
+    c.compress.probe_levels = (0.5, 0.9)
+    c.compress.probe_batches = 1
+    c.compress.finetune_updates = 4
+    c.compress.extrapolate_to = ""
   return c
 
 
