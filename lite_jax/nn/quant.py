@@ -179,7 +179,8 @@ def _xlogx(x: np.ndarray) -> np.ndarray:
 
 def calibrate_clip(values: np.ndarray, bits: int, *, signed: bool,
                    cap: float | None = None) -> float:
-  """A quantizer's clip c from sample values: KL threshold below 5 bits, else the maximum.
+  """A quantizer's clip c from sample values: below 5 bits the KL threshold of the nonzero
+  samples (never below their 99th percentile; see the comment inside), else the maximum.
 
   Args:
     values: samples of the quantized tensor (a kernel, or a layer's inputs on a batch).
@@ -194,8 +195,22 @@ def calibrate_clip(values: np.ndarray, bits: int, *, signed: bool,
   _check_bits(bits, "bits")
   samples = _as_float_array(values, "values")
   magnitudes = np.abs(samples) if signed else np.maximum(samples, 0)
-  clip = (kl_threshold(magnitudes, bits) if bits < KL_BELOW_BITS
-          else float(magnitudes.max()))
+  if bits < KL_BELOW_BITS:
+    # Zeros are exact under every clip; after a ReLU they are a large share of the samples, and
+    # that spike in the first bin drives the KL search to a degenerate near-zero threshold.
+    nonzero = magnitudes[magnitudes > 0]
+    if nonzero.size:
+      # A histogram needs samples: small tensors (a depthwise kernel has 9 per channel) get
+      # ~16 samples per bin. On few-valued inputs (an image's constant background) the KL
+      # search can still clip most samples, so the clip never falls below the 99th
+      # percentile, a floor that well-behaved data never reaches (the 2-bit KL threshold of a
+      # Gaussian is at its 99.3rd).
+      bins = int(np.clip(nonzero.size // 16, 2 ** bits, 2048))
+      clip = max(kl_threshold(nonzero, bits, num_bins=bins), float(np.percentile(nonzero, 99)))
+    else:
+      clip = 0.0
+  else:
+    clip = float(magnitudes.max())
   return clip if cap is None else min(clip, float(cap))
 
 
