@@ -1,12 +1,15 @@
 r"""How well does a device latency table predict a whole model's measured latency?
 
-    python -m benchmarks.latency_table            # the models below, ~4 minutes on 2 CPU cores
+    python -m benchmarks.latency_table            # the models below, ~3 minutes on 2 CPU cores
     python -m benchmarks.latency_table --smoke    # tiny and fast (checks the script runs)
 
 For each model, `automl.hardware.build_latency_table` times every conv/dense layer standalone
 at f32, bf16 and int8 plus the model without them (`other_ms`); the table predicts each policy
 as `LatencyTable.cost`, and `measure_model_latency` runs the whole jitted model with every layer
-at its policy's precision. Nothing is fitted to the measured numbers.
+at its policy's precision. A table entry times exactly the function the model substitutes for
+the layer (f32 activations in, cast or quantized, the op, cast or rescaled, f32 out; depthwise
+convs through the library's shifted multiply-adds), in a chain of calls inside one executable.
+Nothing is fitted to the measured numbers.
 
 Policies (bit widths, mapped to precisions by `LatencyTable.precision_for`): all f32, all bf16,
 all int8, and two mixed HAQ-like policies (first layer w8 with unquantized input, i.e. f32;
@@ -41,7 +44,7 @@ _ROUNDS = flags.DEFINE_integer("rounds", 2, "Interleaved table-and-model checks 
 _REPEATS = flags.DEFINE_integer("repeats", 15, "Timed interleaved runs per measurement.")
 
 # (name, classifier, width, image size, batch): the tiny demo model and a narrow MobileNetV2
-# (53 layers; batch 4 because XLA:CPU's depthwise convolutions are slow).
+# (53 layers; batch 4 keeps the run within minutes on 2 shared cores).
 _MODELS = (("tiny_mobilenet_v2_32px_b16", "tiny_mobilenet_v2", 1.0, 32, 16),
            ("mobilenet_v2_w0.35_96px_b4", "mobilenet_v2", 0.35, 96, 4))
 _SMOKE_MODELS = (("tiny_mobilenet_v2_16px_b2", "tiny_mobilenet_v2", 1.0, 16, 2),)

@@ -40,6 +40,7 @@ from flax import traverse_util
 from jax import lax
 
 from lite_jax.core.errors import UserError
+from lite_jax.nn import depthwise
 from lite_jax.nn.introspect import LayerInfo, list_layers
 from lite_jax.nn.quant import FULL_PRECISION
 
@@ -314,14 +315,30 @@ class SizeCost(CostModel):
 # The ops as this device runs them.
 
 
+def _is_depthwise(groups: int, c_in: int, c_out: int) -> bool:
+  return 1 < groups == c_in == c_out
+
+
 def _conv(x: jax.Array, kernel: jax.Array, strides: Sequence[int], padding: Any,
           dilation: Sequence[int], groups: int) -> jax.Array:
-  """NHWC conv at the operands' precision (int8 operands accumulate in int32)."""
+  """NHWC conv at the operands' precision (int8 operands accumulate in int32), as the library
+  runs it on this device.
+
+  Depthwise convs go through `lite_jax.nn.depthwise.conv_general_dilated`, the implementation
+  the classifiers run (on CPU: shifted multiply-adds, far faster than XLA:CPU's grouped conv;
+  elsewhere the grouped conv). The shifted form accumulates in its operands' type, so there
+  int8 operands are widened to int32 first: int8 x int8 -> int32 like every other int8 layer.
+  """
   integer = x.dtype == jnp.int8
-  return lax.conv_general_dilated(
-      x, kernel, tuple(strides), padding, rhs_dilation=tuple(dilation),
-      dimension_numbers=_CONV_DIMENSIONS, feature_group_count=groups,
-      preferred_element_type=jnp.int32 if integer else None)
+  if _is_depthwise(groups, x.shape[-1], kernel.shape[-1]):
+    if integer and jax.default_backend() == "cpu":
+      x, kernel, integer = x.astype(jnp.int32), kernel.astype(jnp.int32), False
+    conv = depthwise.conv_general_dilated
+  else:
+    conv = lax.conv_general_dilated
+  return conv(x, kernel, tuple(strides), padding, rhs_dilation=tuple(dilation),
+              dimension_numbers=_CONV_DIMENSIONS, feature_group_count=groups,
+              preferred_element_type=jnp.int32 if integer else None)
 
 
 def _dense(x: jax.Array, kernel: jax.Array) -> jax.Array:
@@ -336,6 +353,22 @@ def _quantize_activations(x: jax.Array, precision: str) -> jax.Array:
     return x.astype(_OPERAND_DTYPES[precision])
   scale = 127 / _INT8_ACTIVATION_RANGE
   return jnp.clip(jnp.round(x * scale), -127, 127).astype(jnp.int8)
+
+
+def _layer_op(x: jax.Array, kernel: jax.Array, kernel_scale: jax.Array | None, *,
+              precision: str, op: Callable[[jax.Array, jax.Array], jax.Array]) -> jax.Array:
+  """One conv/dense layer at `precision`, bias excluded: what a table entry times and what
+  `measure_model_latency` substitutes for the layer, the same function on both sides.
+
+  Convention: the layer takes the model's activations and returns their dtype (f32 in, f32
+  out), so every layer pays its own entry cast (int8: quantize) and exit cast (int8: rescale)
+  and consecutive layers at one precision still hand each other f32. A layer's cost then does
+  not depend on its neighbours' precisions, which a per-layer table needs.
+  """
+  y = op(_quantize_activations(x, precision), kernel).astype(x.dtype)
+  if precision == "int8":
+    y = y * (kernel_scale * (_INT8_ACTIVATION_RANGE / 127)).astype(x.dtype)
+  return y
 
 
 def _quantize_kernel(kernel: np.ndarray, precision: str) -> dict[str, np.ndarray]:
@@ -374,11 +407,28 @@ def _layer_shapes(geometry: Mapping[str, Any], path: str, batch_size: int
           (batch_size, side_out, side_out, g["c_out"]))
 
 
-def _stand_in(x: jax.Array, out_shape: Sequence[int]) -> jax.Array:
-  """A cheap shape-preserving replacement of a conv/dense layer: one element per example
-  broadcast to the output. The barriers make XLA materialize its input and output as a real
-  layer's (a conv is an opaque library call on CPU), so the ops around it keep their cost
-  instead of fusing across layers and computing only the elements a stand-in reads."""
+def _runs_fused(geometry: Mapping[str, Any]) -> bool:
+  """Whether this device runs the layer as elementwise arithmetic that XLA fuses with the
+  activations around it (a depthwise conv on CPU: `nn.depthwise`'s shifted multiply-adds)
+  rather than as a library call that reads and writes whole buffers (every other conv/dense)."""
+  return (geometry["kind"] == "conv" and jax.default_backend() == "cpu"
+          and _is_depthwise(geometry["groups"], geometry["c_in"], geometry["c_out"]))
+
+
+def _stand_in(x: jax.Array, out_shape: Sequence[int], fused: bool = False) -> jax.Array:
+  """A cheap replacement of a conv/dense layer with its output shape that moves data as the
+  layer does in the model but does none of its arithmetic.
+
+  A library-call layer (`fused` False): one element per example broadcast to the output,
+  between barriers that make XLA materialize its input and output as the real layer does, so
+  the ops around it keep their cost instead of fusing across layers and computing only the
+  elements a stand-in reads. A fused layer (`_runs_fused`): its input subsampled at the layer's
+  stride (k // 2 padding: out = ceil(in / stride)), without barriers, so it fuses with its
+  neighbours like the layer itself and neither side pays a buffer the model never writes.
+  """
+  if fused:
+    stride = -(-x.shape[1] // out_shape[1])
+    return x[:, ::stride, ::stride, :][:, :out_shape[1], :out_shape[2], :]
   x = lax.optimization_barrier(x)
   first = x[(slice(None),) + (slice(0, 1),) * (x.ndim - 1)]
   return lax.optimization_barrier(jnp.broadcast_to(first, tuple(out_shape)))
@@ -408,12 +458,67 @@ def _interleaved_median_ms(calls: Sequence[tuple[Callable, Sequence[Any]]], *, r
   return [1e3 * statistics.median(samples) for samples in times]
 
 
-def _random_operand(rng: np.random.Generator, shape: Sequence[int], precision: str
-                    ) -> jax.Array:
+def _random_operand(rng: np.random.Generator, shape: Sequence[int]) -> np.ndarray:
   # numpy, not jax.random: a jax.random call compiles a kernel for every new shape.
-  if precision == "int8":
-    return jnp.asarray(rng.integers(-127, 128, shape, np.int8))
-  return jnp.asarray(rng.uniform(-1, 1, shape).astype(np.float32), _OPERAND_DTYPES[precision])
+  return rng.uniform(-1, 1, shape).astype(np.float32)
+
+
+def _table_padding(kernel: int, side: int, stride: int) -> list[tuple[int, int]]:
+  """A table conv's explicit padding: k // 2 on each side for odd kernels (the classifiers'
+  padding, same output size as SAME), SAME's split for even ones."""
+  if kernel % 2:
+    return [(kernel // 2, kernel // 2)] * 2
+  return [tuple(p) for p in lax.padtype_to_pads((side, side), (kernel, kernel), (stride, stride),
+                                                "SAME")]
+
+
+# Layer calls per timed executable (`_chained`).
+_CHAIN_LENGTH = 8
+
+
+def _chained(fn: Callable, fused: bool) -> Callable:
+  """`(x, *operands) -> y` running `fn` `_CHAIN_LENGTH` times, each call after the previous one.
+
+  One call per executable would time what a model never pays per layer: the launch, and on
+  CPU waking the thread pool (measured: 0.8 ms for MobileNetV2's stem conv alone, 0.11 ms per
+  call in a chain). Inside one executable the calls run back to back as a model's layers do.
+  The chain is real: each call's input has one element of the previous output added (XLA:CPU
+  runs calls with no buffer dependency concurrently), and each output is materialized (a fused
+  layer would otherwise compute only the element the next call reads). For a library-call
+  layer the element is added in place; for a fused layer (`_runs_fused`) it is added over the
+  whole input, an elementwise producer that fuses into the layer as the model's BatchNorm and
+  activation do (XLA recomputes such a producer for every shifted read of a depthwise conv).
+  The stand-in is chained the same way, so the dependency's own cost cancels in
+  `ms - stand_in_ms`.
+  """
+  def run(x, *operands):
+    y = None
+    for _ in range(_CHAIN_LENGTH):
+      if y is not None:
+        previous = (0 * y.ravel()[0]).astype(x.dtype)
+        x = x + previous if fused else x.at[(0,) * x.ndim].add(previous)
+      y = lax.optimization_barrier(fn(x, *operands))
+    return y
+
+  return run
+
+
+def _layer_call(layer: LayerInfo, precision: str, batch_size: int, dtype: Any,
+                rng: np.random.Generator) -> tuple[Callable, tuple]:
+  """`(fn, args)` timing `layer` at `precision` standalone: `_layer_op`, the function
+  `measure_model_latency` substitutes for it, on random activations of the model's `dtype`
+  and a random kernel stored as `measure_model_latency` stores it (`_quantize_kernel`)."""
+  in_shape, kernel_shape, _ = _layer_shapes(_geometry(layer), layer.path, batch_size)
+  if layer.kind == "dense":
+    op = _dense
+  else:
+    op = functools.partial(_conv, strides=(layer.stride,) * 2,
+                           padding=_table_padding(layer.kernel, in_shape[1], layer.stride),
+                           dilation=(1, 1), groups=layer.groups)
+  stored = _quantize_kernel(_random_operand(rng, kernel_shape), precision)
+  x = jnp.asarray(_random_operand(rng, in_shape), dtype)
+  return (functools.partial(_layer_op, precision=precision, op=op),
+          (x, stored["kernel"], stored.get("kernel_scale")))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -427,9 +532,10 @@ class TableEntry:
   Attributes:
     path: the layer's parameter path.
     geometry: its `LayerInfo` fields but path and index (what the times depend on).
-    ms: {precision: median time of the layer as one standalone jitted call}.
-    stand_in_ms: median time of the same call with the layer replaced by `_stand_in` (same
-      input and output shapes): the dispatch, output allocation and write that `ms` pays too.
+    ms: {precision: median time of one call of the layer in a chain of `_CHAIN_LENGTH`
+      dependent calls inside one jitted executable (`_chained`)}.
+    stand_in_ms: the same with the layer replaced by `_stand_in` (same input and output
+      shapes): the chaining, buffers and data movement that `ms` pays too.
   """
   path: str
   geometry: dict[str, Any]
@@ -449,7 +555,13 @@ class LatencyTable(CostModel):
   stand-in that computes nothing (so it holds BatchNorm, activations, residual adds, pooling,
   casts, the one dispatch and the buffers), and each layer adds what its computation costs
   over its stand-in, both timed standalone on the same shapes (a standalone call pays a
-  dispatch and an output allocation the model pays once; the difference cancels them).
+  dispatch and an output allocation the model pays once; the difference cancels them). A
+  layer's time is that of `_layer_op`, the very function `measure_model_latency` substitutes for
+  it: activations in, cast or quantized on entry, the op, cast or rescaled back on exit (so
+  quantize and rescale steps count), bias outside (it stays in `other_ms`); each standalone
+  time is one call of a chain inside one executable (`_chained`), as layers run in a model.
+  Library-call layers get a stand-in that materializes its input and output like they do; fused
+  layers (depthwise on CPU, `_runs_fused`) one that fuses with its neighbours like they do.
   Everything is measured by `build_latency_table`; nothing is fitted. A table built without a
   model has `other_ms` = 0 and estimates the conv/dense layers only. The clamp at 0 keeps
   layers cheaper than the timing noise from costing a negative time.
@@ -553,16 +665,18 @@ def _is_layer_call(context: Any) -> bool:
 
 def _with_stand_ins(model: nn.Module, layers: Sequence[LayerInfo], batch_size: int,
                     apply_kwargs: Mapping[str, Any]) -> Callable:
-  """`(variables, x) -> model output` with the i-th conv/dense call replaced by a stand-in
-  with the i-th layer's output shape."""
-  out_shapes = [_layer_shapes(_geometry(l), l.path, batch_size)[2] for l in layers]
+  """`(variables, x) -> model output` with the i-th conv/dense call's `_layer_op` replaced by a
+  stand-in with the i-th layer's output shape (its bias, if any, is still added)."""
+  stand_ins = [functools.partial(_stand_in, out_shape=_layer_shapes(_geometry(l), l.path,
+                                                                    batch_size)[2],
+                                  fused=_runs_fused(_geometry(l))) for l in layers]
 
   def run(variables, x):
-    calls = iter(out_shapes)
+    calls = iter(stand_ins)
 
     def replace(next_fun, args, kwargs, context):
       if _is_layer_call(context):
-        return _stand_in(args[0], next(calls))
+        return _add_bias(context.module, next(calls)(args[0]))
       return next_fun(*args, **kwargs)
 
     with nn.intercept_methods(replace):
@@ -579,12 +693,16 @@ def build_latency_table(layers: Sequence[LayerInfo], *, batch_size: int,
                         seed: int = 0) -> LatencyTable:
   """Times every layer on the default device at every precision.
 
-  Each layer runs as a standalone jitted function of its own geometry: input [batch_size, s, s,
-  c_in] with s = sqrt(in_hw) (dense: [batch_size, (positions,) c_in]), the layer's kernel,
-  stride and groups, SAME padding, operands already at the precision (int8 x int8 -> int32, as
-  `precision_for` maps bits), random values; and its stand-in on the same shapes. Layers of
-  equal geometry are timed once. Each time is the median of `repeats` interleaved rounds after
-  compilation and `warmup` runs (`_interleaved_median_ms`).
+  Each layer runs standalone as exactly the function `measure_model_latency` substitutes for it
+  (`_layer_op`), on its own geometry: input activations [batch_size, s, s, c_in] with s =
+  sqrt(in_hw) (dense: [batch_size, (positions,) c_in]) in the model's dtype (f32 without a
+  model), cast (int8: quantized) on entry, the layer's kernel stored at the precision (int8
+  with per-channel scales; int8 x int8 -> int32, as `precision_for` maps bits), stride and
+  groups, k // 2 padding, the result cast (int8: rescaled) back to the input dtype; depthwise
+  layers through the library's depthwise implementation (`_conv`); random values. Its
+  stand-in runs on the same shapes. Layers of equal geometry are timed once. Each time is the
+  median of `repeats` interleaved rounds after compilation and `warmup` runs
+  (`_interleaved_median_ms`).
 
   Args:
     layers: the model's conv/dense layers (`nn.introspect.list_layers`).
@@ -622,25 +740,23 @@ def _table_calls(layers: Sequence[LayerInfo], batch_size: int, precisions: Seque
   rng = np.random.default_rng(seed)
   geometries = {json.dumps(_geometry(l), sort_keys=True): l for l in layers}
   calls, names = [], []
+  dtype = jnp.float32 if x is None else x.dtype
   for name, layer in geometries.items():
-    in_shape, kernel_shape, out_shape = _layer_shapes(_geometry(layer), layer.path, batch_size)
-    if layer.kind == "dense":
-      op = _dense
-    else:
-      op = functools.partial(_conv, strides=(layer.stride,) * 2, padding="SAME",
-                             dilation=(1, 1), groups=layer.groups)
+    fused = _runs_fused(_geometry(layer))
     for precision in precisions:
-      calls.append((op, (_random_operand(rng, in_shape, precision),
-                         _random_operand(rng, kernel_shape, precision))))
+      fn, args = _layer_call(layer, precision, batch_size, dtype, rng)
+      calls.append((_chained(fn, fused), args))
       names.append((name, precision))
-    calls.append((functools.partial(_stand_in, out_shape=out_shape),
-                  (jnp.zeros(in_shape, jnp.float32 if x is None else x.dtype),)))
+    in_shape, _, out_shape = _layer_shapes(_geometry(layer), layer.path, batch_size)
+    calls.append((_chained(functools.partial(_stand_in, out_shape=out_shape, fused=fused),
+                           fused),
+                  (jnp.zeros(in_shape, dtype),)))
     names.append((name, "stand_in"))
   if model is not None:
     calls.append((_with_stand_ins(model, layers, batch_size, apply_kwargs), (variables, x)))
 
   def assemble(times: Sequence[float]) -> LatencyTable:
-    measured = dict(zip(names, times))
+    measured = {name: t / _CHAIN_LENGTH for name, t in zip(names, times)}
     entries = []
     for layer in layers:
       name = json.dumps(_geometry(layer), sort_keys=True)
@@ -668,41 +784,47 @@ def _at_precisions(variables: Any, precisions_by_path: Mapping[str, str]) -> Any
   return traverse_util.unflatten_dict(flat, sep="/")
 
 
-def _conv_padding(module: nn.Conv, spatial: int) -> Any:
+def _module_op(module: nn.Module, x: jax.Array
+               ) -> Callable[[jax.Array, jax.Array], jax.Array]:
+  """The `op` of `_layer_op` for a `nn.Conv` / `nn.Dense` module called on `x`: its strides,
+  dilation, groups and padding, string paddings made explicit (the depthwise fast path takes
+  explicit padding only)."""
+  if isinstance(module, nn.Dense):
+    return _dense
+  spatial = x.ndim - 2
+  as_tuple = lambda v: (v,) * spatial if isinstance(v, int) else tuple(v)
+  strides, dilation = as_tuple(module.strides or 1), as_tuple(module.kernel_dilation or 1)
   padding = module.padding
   if isinstance(padding, str):
     if padding not in ("SAME", "VALID"):
       raise UserError(f"layer {'/'.join(module.path)!r} pads {padding!r}; "
                       f"measure_model_latency runs SAME, VALID and explicit paddings only.")
-    return padding
-  if isinstance(padding, int):
-    return [(padding, padding)] * spatial
-  return [(p, p) if isinstance(p, int) else tuple(p) for p in padding]
+    window = [(k - 1) * d + 1 for k, d in zip(as_tuple(module.kernel_size), dilation)]
+    padding = lax.padtype_to_pads(x.shape[1:-1], window, strides, padding)
+  elif isinstance(padding, int):
+    padding = [(padding, padding)] * spatial
+  padding = [(p, p) if isinstance(p, int) else tuple(p) for p in padding]
+  return functools.partial(_conv, strides=strides, padding=padding, dilation=dilation,
+                           groups=module.feature_group_count)
+
+
+def _add_bias(module: nn.Module, y: jax.Array) -> jax.Array:
+  """The layer's bias, if any: outside `_layer_op`, so the model with stand-ins adds it too and
+  it counts in `other_ms` (a table built from geometry alone cannot know about it)."""
+  if not module.use_bias:
+    return y
+  return y + module.get_variable("params", "bias").astype(y.dtype)
 
 
 def _layer_at_precision(module: nn.Module, x: jax.Array, precision: str) -> jax.Array:
-  """What a `nn.Conv` / `nn.Dense` call computes with its stored kernel at `precision`: the
-  input cast (int8: quantized), the op, the result back in the layer's dtype, the bias."""
-  kernel = module.get_variable("params", "kernel")
-  xq = _quantize_activations(x, precision)
-  if isinstance(module, nn.Dense):
-    y = _dense(xq, kernel)
-  else:
-    spatial = x.ndim - 2
-    strides = module.strides or 1
-    dilation = module.kernel_dilation or 1
-    y = _conv(xq, kernel, (strides,) * spatial if isinstance(strides, int) else strides,
-              _conv_padding(module, spatial),
-              (dilation,) * spatial if isinstance(dilation, int) else dilation,
-              module.feature_group_count)
-  out_dtype = module.dtype or x.dtype
-  y = y.astype(out_dtype)
-  if precision == "int8":
-    scale = module.get_variable("params", "kernel_scale") * (_INT8_ACTIVATION_RANGE / 127)
-    y = y * scale.astype(out_dtype)
-  if module.use_bias:
-    y = y + module.get_variable("params", "bias").astype(out_dtype)
-  return y
+  """What `measure_model_latency` runs for a `nn.Conv` / `nn.Dense` call with its stored kernel
+  at `precision`: `_layer_op` (input cast or quantize, the op, output cast and rescale), then
+  the bias."""
+  kernel_scale = (module.get_variable("params", "kernel_scale") if precision == "int8"
+                  else None)
+  y = _layer_op(x, module.get_variable("params", "kernel"), kernel_scale, precision=precision,
+                op=_module_op(module, x))
+  return _add_bias(module, y)
 
 
 def _model_calls(model: nn.Module, variables: Any, x: jax.Array,
@@ -785,8 +907,10 @@ def measure_model_latency(model: nn.Module, variables: Any, x: jax.Array,
   Every `nn.Conv` / `nn.Dense` whose path is listed computes through
   `flax.linen.intercept_methods` with its kernel stored at the precision ("int8": int8 weights
   with per-output-channel scales, activations quantized to int8 on entry, int32 accumulation,
-  rescaled to the layer's dtype; "bf16"/"f32": both operands cast); layers not listed and
-  everything else run as the model defines them.
+  rescaled; "bf16"/"f32": both operands cast) and returns its input's dtype, then adds its bias
+  (`_layer_op`, the function a table entry times; depthwise convs run the library's depthwise
+  implementation, `_conv`); layers not listed and everything else run as the model defines
+  them.
 
   Args:
     model, variables: a Flax model and its variables.

@@ -229,3 +229,59 @@ def test_intercepted_layers_compute_the_layer_at_each_precision(tiny):
     with nn.intercept_methods(at):
       out = model.apply(stored, x)
     np.testing.assert_allclose(out, reference, atol=tolerance * np.abs(reference).max())
+
+
+class _Depthwise(nn.Module):
+  @nn.compact
+  def __call__(self, x):
+    x = nn.Conv(8, (3, 3), strides=(2, 2), padding=1, use_bias=False, name="dw",
+                feature_group_count=8)(x)
+    return nn.Dense(4, name="fc")(jnp.mean(nn.relu(x), axis=(1, 2)))
+
+
+@pytest.mark.parametrize("precision", ["f32", "bf16", "int8"])
+def test_table_times_the_function_the_model_substitutes(precision):
+  # A table entry is only comparable with the whole model if both run the same function: the
+  # layer from its geometry (`_layer_call`) on the layer's input and stored kernel must give
+  # what the model computes for that layer (bias excluded), in the input's dtype.
+  model = _Depthwise()
+  x = jax.random.normal(jax.random.key(0), (2, 8, 8, 8))
+  variables = model.init(jax.random.key(1), x)
+  layers = list_layers(model, variables, x)
+  stored = hardware._at_precisions(variables, {l.path: precision for l in layers})
+  seen = {}
+
+  def record(next_fun, args, kwargs, context):
+    if hardware._is_layer_call(context):
+      out = hardware._layer_at_precision(context.module, args[0], precision)
+      seen["/".join(context.module.path)] = (args[0], out)
+      return out
+    return next_fun(*args, **kwargs)
+
+  with nn.intercept_methods(record):
+    model.apply(stored, x)
+  rng = np.random.default_rng(0)
+  for layer in layers:
+    fn, _ = hardware._layer_call(layer, precision, 2, jnp.float32, rng)
+    params = stored["params"][layer.path]
+    layer_in, layer_out = seen[layer.path]
+    got = fn(layer_in, params["kernel"], params.get("kernel_scale"))
+    assert got.dtype == layer_in.dtype == jnp.float32
+    np.testing.assert_allclose(got + params.get("bias", 0), layer_out, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(hardware._chained(fn, hardware._runs_fused(
+        hardware._geometry(layer)))(layer_in, params["kernel"], params.get("kernel_scale")),
+                               got, rtol=1e-6, atol=1e-6)
+
+
+def test_int8_depthwise_accumulates_in_int32_like_a_grouped_conv():
+  # The shifted multiply-adds widen int8 operands; a grouped int8 conv is the reference.
+  rng = np.random.default_rng(0)
+  x = jnp.asarray(rng.integers(-127, 128, (2, 9, 9, 16)), jnp.int8)
+  kernel = jnp.asarray(rng.integers(-127, 128, (3, 3, 1, 16)), jnp.int8)
+  padding = [(1, 1), (1, 1)]
+  got = hardware._conv(x, kernel, (2, 2), padding, (1, 1), 16)
+  expected = jax.lax.conv_general_dilated(
+      x, kernel, (2, 2), padding, dimension_numbers=("NHWC", "HWIO", "NHWC"),
+      feature_group_count=16, preferred_element_type=jnp.int32)
+  assert got.dtype == jnp.int32
+  np.testing.assert_array_equal(got, expected)
