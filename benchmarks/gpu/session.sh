@@ -2,6 +2,7 @@
 # Run THERE, on the lent GPU machine, as the `run` command (carry: [".whl"]):
 #   bash benchmarks/gpu/session.sh tests pvcnn lite_transformer      # first call, <= 7.5 minutes
 #   bash benchmarks/gpu/session.sh gan_compression leakage           # second call, <= 4 minutes
+#   bash benchmarks/gpu/session.sh haq                               # if time is left, <= 2 minutes
 # Each stage runs under its own time cap, so one slow stage cannot eat the others' time, and
 # writes its JSON lines and log under $OUT (they come back even when a stage is cut off).
 # The caps add up to ~11.5 minutes, which with the machine's start fits the 15 minutes of
@@ -37,7 +38,8 @@ for what in "$@"; do
     lite_transformer) stage lite_transformer 130 python3 benchmarks/lite_transformer.py ;;
     gan_compression) stage gan_compression 120 python3 -m benchmarks.gan_compression ;;
     leakage) stage leakage 120 python3 -m benchmarks.leakage ;;
-    *) echo "unknown stage $what (tests, pvcnn, lite_transformer, gan_compression, leakage)"
+    haq) stage haq 120 python3 -m benchmarks.haq --width=1 --image_size=224 --batch=64 ;;
+    *) echo "unknown stage $what (tests, pvcnn, lite_transformer, gan_compression, leakage, haq)"
        exit 2 ;;
   esac
 done

@@ -104,8 +104,8 @@ def _check_w_bits(w_bits: Mapping[str, int]) -> None:
                       f"or FULL_PRECISION ({FULL_PRECISION}) to leave the layer unshared.")
 
 
-def share_weights(params: Any, w_bits: Mapping[str, int], *, seed: int,
-                  iters: int) -> tuple[Any, Codebooks]:
+def share_weights(params: Any, w_bits: Mapping[str, int], *, seed: int, iters: int,
+                  pad_to: int | None = None) -> tuple[Any, Codebooks]:
   """Each listed layer's kernel clustered into 2^bits shared values.
 
   Args:
@@ -113,6 +113,8 @@ def share_weights(params: Any, w_bits: Mapping[str, int], *, seed: int,
     w_bits: `{layer_path: bits}`, bits in 1-8; FULL_PRECISION leaves a layer as it is.
     seed: k-means++ seed; layer i (in sorted path order) uses `default_rng([seed, i])`.
     iters: Lloyd iterations per layer.
+    pad_to: give every codebook this many entries (unused ones are 0), so codebooks of
+      different bit widths have one shape and a jitted step compiles once for all policies.
 
   Returns:
     params: the same tree with every listed kernel replaced by its centroids.
@@ -129,6 +131,11 @@ def share_weights(params: Any, w_bits: Mapping[str, int], *, seed: int,
                                        iters=iters)
     assignments = assignments.reshape(kernel.shape)
     params = with_kernel(params, path, jnp.asarray(centroids[assignments], kernel.dtype))
+    if pad_to is not None:
+      if pad_to < len(centroids):
+        raise UserError(f"pad_to={pad_to} is smaller than the {len(centroids)} centroids of "
+                        f"{path!r}.")
+      centroids = np.pad(centroids, (0, pad_to - len(centroids)))
     codebooks[path] = {"centroids": jnp.asarray(centroids),
                        "assignments": jnp.asarray(assignments)}
   return params, codebooks

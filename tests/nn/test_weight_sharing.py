@@ -76,6 +76,20 @@ def test_snap_resets_clusters_to_member_means_and_keeps_assignments(shared):
                                 new["block"]["head"]["kernel"])
 
 
+def test_padded_codebooks_have_one_shape_and_snap_the_same(shared):
+  params, new, books = shared
+  padded_new, padded = share_weights(params, {"conv": 2, "block/head": FULL_PRECISION}, seed=0,
+                                     iters=10, pad_to=256)
+  assert padded["conv"]["centroids"].shape == (256,)
+  np.testing.assert_array_equal(padded_new["conv"]["kernel"], new["conv"]["kernel"])
+  step = np.full((3, 3, 2, 4), 0.05, np.float32)
+  moved = {**new, "conv": {"kernel": new["conv"]["kernel"] - step}}
+  np.testing.assert_allclose(snap_to_centroids(moved, {"conv": padded["conv"]})["conv"]["kernel"],
+                             snap_to_centroids(moved, {"conv": books["conv"]})["conv"]["kernel"])
+  with pytest.raises(UserError, match="pad_to=2 is smaller than the 4 centroids"):
+    share_weights(params, {"conv": 2}, seed=0, iters=10, pad_to=2)
+
+
 def test_kmeans_size_and_errors():
   layers = [LayerInfo("conv", "conv", 2, 4, 3, 2, 1, 49, 9, 72, 648, 0),
             LayerInfo("head", "dense", 36, 3, 1, 0, 1, 1, 1, 108, 108, 1)]
