@@ -195,6 +195,27 @@ class Subset(Sequence):
     return self._source[int(self._indices[index])]
 
 
+def holdout_split(train: Sequence, holdout: int, seed, *, name: str = "holdout",
+                  make_subset: Callable[[Sequence, np.ndarray], Sequence] = Subset
+                  ) -> tuple[Sequence, Sequence]:
+  """`(rest, held_out)`: `holdout` examples of `train` drawn by a seeded permutation, and the
+  others, each in their original order (a search scores on `held_out`, never on the test set).
+
+  Args:
+    train: the training examples.
+    holdout: how many to hold out, 0 <= holdout < len(train).
+    seed: `np.random.default_rng`'s seed (an int or a sequence of ints).
+    name: the caller's name of `holdout`, for the error message.
+    make_subset: `(source, indices) -> view` (a source's own subset type).
+  """
+  if not 0 <= holdout < len(train):
+    raise UserError(f"{name} must be in 0..{len(train) - 1} (the training set has {len(train)} "
+                    f"examples), got {holdout}.")
+  order = np.random.default_rng(seed).permutation(len(train))
+  return (make_subset(train, np.sort(order[holdout:])),
+          make_subset(train, np.sort(order[:holdout])))
+
+
 def _keep(example: Example, key: str) -> Example:
   return {key: example[key]}
 
@@ -604,11 +625,6 @@ def load_image_task(source: str, *, paired: bool, data_dir: str | None = None,
     else:
       test = orient(sources.test_pairs)
       test_B = Mapped(test, functools.partial(_keep, key="B"))
-  if not 0 <= holdout < len(train):
-    raise UserError(f"holdout must be in 0..{len(train) - 1} (the training set has {len(train)} "
-                    f"examples), got {holdout}.")
-  order = np.random.default_rng([seed, 3]).permutation(len(train))
+  train1, train2 = holdout_split(train, holdout, [seed, 3])
   return ImageTask(paired=paired, train=train, train_B=train_B, test=test, test_B=test_B,
-                   train1=Subset(train, np.sort(order[holdout:])),
-                   train2=Subset(train, np.sort(order[:holdout])),
-                   preprocess=preprocess or Preprocess())
+                   train1=train1, train2=train2, preprocess=preprocess or Preprocess())

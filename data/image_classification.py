@@ -60,8 +60,8 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from data.gan_images import (IMAGE_EXTENSIONS, Example, Mapped, SeededExamples, Subset,
-                             encoded_rgb, image_files, padded_batches, prepare_folder,
-                             stack_examples, stream_seed)
+                             encoded_rgb, holdout_split, image_files, padded_batches,
+                             prepare_folder, stack_examples, stream_seed)
 from data.images import load_images
 from lite_jax.core.errors import UserError
 
@@ -360,16 +360,14 @@ def load_classification(source: str, *, image_size: int, holdout_size: int,
   else:
     raise UserError(f"unknown classification source {source!r}; use digits, synthetic, "
                     f"tfds:NAME or folder:PATH.")
-  if not 0 <= holdout_size < len(train):
-    raise UserError(f"holdout_size must be in 0..{len(train) - 1} (the train split of "
-                    f"{source!r} has {len(train)} examples), got {holdout_size}.")
   if train_size is not None and train_size < 1:
     raise UserError(f"train_size must be positive (or None for all), got {train_size}.")
-  order = np.random.default_rng(seed).permutation(len(train))
-  kept = order[holdout_size:][:train_size]
+  rest, holdout = holdout_split(train, holdout_size, seed, name="holdout_size")
+  if train_size is not None and train_size < len(rest):  # a seeded sample of the rest
+    rest = Subset(rest, np.sort(np.random.default_rng([seed, 1]).permutation(len(rest))[
+        :train_size]))
   return ClassificationData(
-      train=Subset(train, np.sort(kept)), holdout=Subset(train, np.sort(order[:holdout_size])),
-      test=test, num_classes=len(class_names), image_size=image_size, source=source,
+      train=rest, holdout=holdout, test=test, num_classes=len(class_names), image_size=image_size, source=source,
       class_names=class_names, augment=augment)
 
 

@@ -474,12 +474,7 @@ def load_label_map_task(source: str, *, height: int, width: int, data_dir: str |
   else:
     raise UserError(f"unknown label map source {source!r}; use synthetic, "
                     f"cityscapes:/path/to/cityscapes or coco:/path/to/cocostuff.")
-  if not 0 <= holdout < len(train):
-    raise UserError(f"holdout must be in 0..{len(train) - 1} (the training set has {len(train)} "
-                    f"examples), got {holdout}.")
-  order = np.random.default_rng([seed, 3]).permutation(len(train))
-  return LabelMapTask(train=train, test=test,
-                      train1=subset(train, np.sort(order[holdout:])),
-                      train2=subset(train, np.sort(order[:holdout])),
+  train1, train2 = gan_images.holdout_split(train, holdout, [seed, 3], make_subset=subset)
+  return LabelMapTask(train=train, test=test, train1=train1, train2=train2,
                       preprocess=Preprocess(height, width, flip, load_size),
                       num_labels=num_labels)
