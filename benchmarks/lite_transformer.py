@@ -77,8 +77,8 @@ def _report(**record):
 
 def measure(preset: str) -> None:
   config = _config(preset)
-  setup = train._setup(config, _VOCAB.value)
-  state = core.init_sharded(setup.init_fn, jax.random.PRNGKey(0), setup.shardings)
+  setup = train.setup_model(config, _VOCAB.value)
+  state = setup.init()
   rng = np.random.default_rng(0)
   batch_size, length = _BATCH.value, _LENGTH.value
   tokens = lambda: rng.integers(4, _VOCAB.value, (batch_size, length), dtype=np.int32)

@@ -126,7 +126,7 @@ def finetune_step(state: core.TrainState, batch: dict[str, jax.Array],
   whatever the optimizer does with them.
   """
   def loss(params):
-    return train._loss(compressed_params(params, masks, bits), model, batch,
+    return train.token_loss(compressed_params(params, masks, bits), model, batch,
                        label_smoothing=label_smoothing, dropout_key=state.step_key())
   grads, sums = jax.grad(loss, has_aux=True)(state.params)
   state = state.apply_gradients(grads)
@@ -144,7 +144,7 @@ class _Context:
   workdir: str
   out: str
   task: train.Task
-  setup: Any  # train._Setup
+  setup: Any  # train.ModelSetup
 
   def valid_loss(self, params, batches: int | None = None) -> float:
     config = self.config
@@ -152,13 +152,13 @@ class _Context:
       config = config.copy_and_resolve_references()
       with config.unlocked():
         config.train.eval_batches = batches
-    return train._validation_loss(params, self.setup, self.task, config)["valid_loss"]
+    return train.validation_loss(params, self.setup, self.task, config)["valid_loss"]
 
   def bleu(self, params) -> tuple[dict[str, float], list[str]]:
     records = self.task.splits["test"]
     if self.config.eval.max_examples:
       records = [records[i] for i in range(min(self.config.eval.max_examples, len(records)))]
-    hyps, refs = train._decode(self.config, self.task, self.setup, params, records)
+    hyps, refs = train.decode_records(self.config, self.task, self.setup, params, records)
     return train.bleu_scores(hyps, refs, self.config), hyps
 
 
@@ -280,7 +280,7 @@ def _finetune(ctx: _Context, trained, masks) -> core.LoopResult:
                                 label_smoothing=optim.label_smoothing, bits=c.bits),
       batches=batches, total_steps=c.finetune_updates * accum, intervals=config.train,
       mesh=mesh, rules=ctx.setup.rules, config=config, step_args=(masks,),
-      summarize=train._summarize,
+      summarize=train.summarize_tokens,
       learning_rate=lambda step: schedule(step // accum),
       evaluate=lambda state: {"valid_loss": ctx.valid_loss(evaluate(state.params, masks,
                                                                     c.bits))},
@@ -367,8 +367,8 @@ def compress_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> di
   out = os.path.join(workdir, "compress")
   trained_step = _trained_step(config, workdir)
   task = train.prepare_task(config, workdir)
-  setup = train._setup(config, task.tokenizer.vocab_size)
-  trained = train._load_params(config, setup, workdir)
+  setup = train.setup_model(config, task.tokenizer.vocab_size)
+  trained = train.load_params(config, setup, workdir)
   os.makedirs(out, exist_ok=True)
   ctx = _Context(config, workdir, out, task, setup)
   groups = weight_groups(trained)

@@ -25,7 +25,6 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-from absl import logging
 from jax.experimental import multihost_utils
 
 from data import synthetic_translation, tokenizer as tokenizer_lib, translation
@@ -231,7 +230,7 @@ def _tokenizer_path(config: ml_collections.ConfigDict, workdir: str) -> str:
 # ------------------------------------------------------------------------------------------
 
 
-def _loss(params, model, batch, *, label_smoothing, dropout_key=None):
+def token_loss(params, model, batch, *, label_smoothing, dropout_key=None):
   deterministic = dropout_key is None
   logits = model.apply({"params": params}, batch["src"], batch["tgt_in"],
                        deterministic=deterministic,
@@ -246,7 +245,7 @@ def _loss(params, model, batch, *, label_smoothing, dropout_key=None):
 def train_step(state: core.TrainState, batch: dict[str, jax.Array], *, model: EncoderDecoder,
                label_smoothing: float) -> tuple[core.TrainState, dict[str, jax.Array]]:
   """One micro-batch: gradients of the token-mean smoothed loss, then the optimizer."""
-  grad_fn = jax.grad(_loss, has_aux=True)
+  grad_fn = jax.grad(token_loss, has_aux=True)
   grads, sums = grad_fn(state.params, model, batch, label_smoothing=label_smoothing,
                         dropout_key=state.step_key())
   return state.apply_gradients(grads), sums
@@ -254,11 +253,11 @@ def train_step(state: core.TrainState, batch: dict[str, jax.Array], *, model: En
 
 def eval_step(params, batch, *, model: EncoderDecoder) -> dict[str, jax.Array]:
   """Summed validation loss and NLL (no smoothing, no dropout)."""
-  return _loss(params, model, batch, label_smoothing=0.0)[1]
+  return token_loss(params, model, batch, label_smoothing=0.0)[1]
 
 
 @dataclasses.dataclass
-class _Setup:
+class ModelSetup:
   model: EncoderDecoder
   mesh: jax.sharding.Mesh
   rules: Any
@@ -268,7 +267,7 @@ class _Setup:
   eval_step: Any  # jitted once per setup: validation runs many times in one training run
 
 
-def _setup(config: ml_collections.ConfigDict, vocab_size: int) -> _Setup:
+def setup_model(config: ml_collections.ConfigDict, vocab_size: int) -> ModelSetup:
   model = EncoderDecoder(model_config(config, vocab_size))
   mesh = core.mesh.from_config(config.mesh)
   rules = core.mesh.rules_from_config(config.mesh)
@@ -282,12 +281,12 @@ def _setup(config: ml_collections.ConfigDict, vocab_size: int) -> _Setup:
 
   key = core.init_key(config.seed)
   abstract, shardings = core.abstract_sharded_state(init_fn, key, mesh, rules)
-  return _Setup(model, mesh, rules, abstract,
+  return ModelSetup(model, mesh, rules, abstract,
                 lambda: core.init_sharded(init_fn, key, shardings), schedule,
                 jax.jit(functools.partial(eval_step, model=model)))
 
 
-def _validation_loss(params, setup: _Setup, task: Task, config) -> dict[str, float]:
+def validation_loss(params, setup: ModelSetup, task: Task, config) -> dict[str, float]:
   totals = {"loss": 0.0, "nll": 0.0, "tokens": 0.0}
   batches = translation.eval_batches(task.splits["valid"], task.tokenizer,
                                      config.eval.batch_size, config.data.max_len,
@@ -302,7 +301,7 @@ def _validation_loss(params, setup: _Setup, task: Task, config) -> dict[str, flo
   return {"valid_loss": totals["loss"] / tokens, "valid_ppl": float(np.exp(totals["nll"] / tokens))}
 
 
-def _summarize(sums: dict[str, float], steps: int) -> dict[str, float]:
+def summarize_tokens(sums: dict[str, float], steps: int) -> dict[str, float]:
   """A log window's token-mean training loss and perplexity."""
   tokens = max(sums["tokens"], 1.0)
   return {"train_loss": sums["loss"] / tokens, "train_ppl": float(np.exp(sums["nll"] / tokens))}
@@ -326,7 +325,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                     f"keeps; raise train.keep_checkpoints.")
   os.makedirs(workdir, exist_ok=True)
   task = prepare_task(config, workdir)
-  setup = _setup(config, task.tokenizer.vocab_size)
+  setup = setup_model(config, task.tokenizer.vocab_size)
   batches = translation.make_batches(
       task.splits["train"], task.tokenizer, batch_tokens=config.data.batch_tokens,
       max_len=config.data.max_len, bucket_boundaries=config.data.bucket_boundaries,
@@ -339,9 +338,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       step_fn=functools.partial(train_step, model=setup.model,
                                 label_smoothing=config.optim.label_smoothing),
       batches=batches, total_steps=total_steps, intervals=config.train, mesh=setup.mesh,
-      rules=setup.rules, config=config, summarize=_summarize,
+      rules=setup.rules, config=config, summarize=summarize_tokens,
       learning_rate=lambda step: setup.schedule(step // accum),
-      evaluate=lambda state: _validation_loss(state.params, setup, task, config),
+      evaluate=lambda state: validation_loss(state.params, setup, task, config),
       per_process_batches=True)
   run = core.loop.run(loop, setup.state, setup.init)
   result = {"steps": run.step, "train_time_s": round(run.elapsed_s, 1),
@@ -351,9 +350,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     raise core.StoppedEarly("training", run.step, total_steps)
   params, validation = run.state.params, run.validation
   if config.eval.average_last_n > 1:
-    params = _load_params(config, setup, workdir)
+    params = load_params(config, setup, workdir)
   if config.eval.average_last_n > 1 or not validation:  # averaged, or nothing left to train
-    validation = _validation_loss(params, setup, task, config)
+    validation = validation_loss(params, setup, task, config)
   result.update(validation)
   result.update(_test_metrics(config, workdir, task, setup, params))
   return result
@@ -364,7 +363,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 # ------------------------------------------------------------------------------------------
 
 
-def _load_params(config, setup: _Setup, workdir: str):
+def load_params(config, setup: ModelSetup, workdir: str):
   """The latest checkpoint's parameters, or the average of the last `eval.average_last_n`."""
   directory = os.path.join(workdir, "checkpoints")
   if config.eval.average_last_n > 1:
@@ -374,7 +373,7 @@ def _load_params(config, setup: _Setup, workdir: str):
                                "train (--mode=train) with this workdir").params
 
 
-def _decode(config, task: Task, setup: _Setup, params, records: Sequence[dict[str, str]]
+def decode_records(config, task: Task, setup: ModelSetup, params, records: Sequence[dict[str, str]]
             ) -> tuple[list[str], list[str]]:
   """Beam-searches every record's source; returns (hypotheses, raw references)."""
   search = jax.jit(functools.partial(
@@ -420,7 +419,7 @@ def _test_metrics(config, workdir, task, setup, params) -> dict[str, Any]:
   if config.eval.max_examples:
     records = [records[i] for i in range(min(config.eval.max_examples, len(records)))]
   start = time.time()
-  hyps, refs = _decode(config, task, setup, params, records)
+  hyps, refs = decode_records(config, task, setup, params, records)
   elapsed = time.time() - start
   if jax.process_index() == 0:
     with open(os.path.join(workdir, "test.hyp"), "w", encoding="utf-8") as f:
@@ -434,11 +433,11 @@ def _test_metrics(config, workdir, task, setup, params) -> dict[str, Any]:
 def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   """Test-split BLEU of the workdir's latest checkpoint (or average of the last N)."""
   task = prepare_task(config, workdir)
-  setup = _setup(config, task.tokenizer.vocab_size)
-  params = _load_params(config, setup, workdir)
+  setup = setup_model(config, task.tokenizer.vocab_size)
+  params = load_params(config, setup, workdir)
   with core.Checkpointer(os.path.join(workdir, "checkpoints")) as ckpt:
     step = ckpt.latest_step
-  return {"step": step, **_validation_loss(params, setup, task, config),
+  return {"step": step, **validation_loss(params, setup, task, config),
           **_test_metrics(config, workdir, task, setup, params)}
 
 
@@ -454,6 +453,6 @@ def translate(config: ml_collections.ConfigDict, workdir: str,
                     f"workdir and config.")
   # Only the vocabulary is needed, not the corpus (Tokenizer says clearly if it is missing).
   task = Task(tokenizer=tokenizer_lib.Tokenizer(_tokenizer_path(config, workdir)), splits={})
-  setup = _setup(config, task.tokenizer.vocab_size)
-  params = _load_params(config, setup, workdir)
-  return _decode(config, task, setup, params, [{"src": s, "tgt": ""} for s in lines])[0]
+  setup = setup_model(config, task.tokenizer.vocab_size)
+  params = load_params(config, setup, workdir)
+  return decode_records(config, task, setup, params, [{"src": s, "tgt": ""} for s in lines])[0]

@@ -153,8 +153,8 @@ def test_compress_writes_the_report_and_the_result_line(compressed):
 
 def _restored(workdir):
   config = _tiny()
-  setup = train._setup(config, train.prepare_task(config, workdir).tokenizer.vocab_size)
-  trained = train._load_params(config, setup, workdir)
+  setup = train.setup_model(config, train.prepare_task(config, workdir).tokenizer.vocab_size)
+  trained = train.load_params(config, setup, workdir)
   finetuned = core.restore_finished(os.path.join(workdir, "compress", "checkpoints"),
                                     setup.state, "compress").params
   return trained, finetuned

@@ -27,8 +27,8 @@ def _tiny(**overrides):
 
 def _params(workdir, config):
   task = train.prepare_task(config, workdir)
-  setup = train._setup(config, task.tokenizer.vocab_size)
-  return train._load_params(config, setup, workdir)
+  setup = train.setup_model(config, task.tokenizer.vocab_size)
+  return train.load_params(config, setup, workdir)
 
 
 def _losses(workdir):
@@ -156,10 +156,10 @@ def test_one_device_matches_eight(trained, tmp_path):
   one = _tiny(**{"mesh.num_devices": 1, "train.steps_per_run": 2})
   with pytest.raises(core.StoppedEarly):
     train.train_and_evaluate(one, str(tmp_path))
-  setup = train._setup(one, train.prepare_task(one, str(tmp_path)).tokenizer.vocab_size)
+  setup = train.setup_model(one, train.prepare_task(one, str(tmp_path)).tokenizer.vocab_size)
   with core.Checkpointer(os.path.join(full, "checkpoints")) as ckpt:
     eight = ckpt.restore(2, setup.state)[0].params
-  chex.assert_trees_all_close(train._load_params(one, setup, str(tmp_path)), eight,
+  chex.assert_trees_all_close(train.load_params(one, setup, str(tmp_path)), eight,
                               rtol=2e-4, atol=2e-5)
   assert _losses(str(tmp_path))[2] == pytest.approx(_losses(full)[2], rel=1e-5)
 
