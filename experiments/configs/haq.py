@@ -3,7 +3,7 @@ r"""HAQ: hardware-aware mixed-precision quantization, every paper setting plus a
 Presets (`--config=experiments/configs/haq.py:PRESET`, or a flagfile naming one):
 
 * `demo`: scikit-learn's handwritten digits upsampled to 32x32 (ships offline), a narrow
-  MobileNetV2 (13 quantizable layers), the bit-serial edge latency model, a budget of 0.6x the
+  MobileNetV2 (14 quantizable layers), the bit-serial edge latency model, a budget of 0.5x the
   all-8-bit latency: trains the fp32 model, searches 2-8-bit weights and activations per layer
   with DDPG, fine-tunes the searched policy and the uniform policy of the same budget. Under 10
   minutes on 2 CPU cores; the policy meets the budget, acc >= acc_uniform, acc_fp32 - acc <= 2.
@@ -150,7 +150,7 @@ def get_config(preset: str = "demo") -> ml_collections.ConfigDict:
     c.model.name = "tiny_mobilenet_v2"
     c.cost.kind = "bitserial_edge"
     c.cost.batch_size = 1
-    c.cost.preserve_ratio = 0.5  # uniform 5-bit fits; the paper's 0.6 fits 6-bit, near fp32 here
+    c.cost.preserve_ratio = 0.5  # uniform 5 bits fit (6 do not); the paper's 0.6 fits 6 bits
     c.pretrain = _phase(12.0, 64, 0.05, 4e-5)
     c.pretrain.log_every_steps = 20
     c.search.episodes = 100

@@ -620,9 +620,11 @@ def run_all(config, workdir: str) -> dict[str, Any]:
   uniform, bits = uniform_policy(s, config)
   _, flat = finetune_policy(s, config, workdir, uniform, "uniform")
   unit = s.cost_model.unit
-  return {"policy": mixed["policy"], f"cost_{unit}": mixed["cost"], f"budget_{unit}": s.budget,
-          "acc": mixed["acc"], "acc_fp32": acc_fp32, "acc_uniform": flat["acc"],
-          "uniform_bits": bits, f"uniform_cost_{unit}": flat["cost"],
+  quantity = {"ms": "latency", "mJ": "energy", "bytes": "size"}.get(unit, "cost")
+  return {"policy": mixed["policy"], f"{quantity}_{unit}": mixed["cost"],
+          f"budget_{unit}": s.budget, "acc": mixed["acc"], "acc_fp32": acc_fp32,
+          "acc_uniform": flat["acc"], "uniform_bits": bits,
+          f"uniform_{quantity}_{unit}": flat["cost"],
           "size_kb": mixed["size_kb"], "size_kb_uniform": flat["size_kb"],
           "bitops": mixed["bitops"], "plot": searched["plot"]}
 

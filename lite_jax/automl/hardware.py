@@ -70,6 +70,13 @@ def _check_policy(layers: Sequence[LayerInfo], policy: Policy, max_bits: int) ->
                         f"{max_bits} or FULL_PRECISION ({FULL_PRECISION}).")
 
 
+def _accelerator_bits(bits: int) -> int:
+  """Integer accelerators have no float mode: an operand left unquantized (`FULL_PRECISION`,
+  in HAQ the first layer's input image) runs in their widest mode, 8 bits. The reference's
+  released table does alike: its a = -1 for the first layer reads the 7-bit column."""
+  return 8 if bits == FULL_PRECISION else bits
+
+
 def _gemm_shape(layer: LayerInfo, batch_size: int) -> tuple[int, int, int]:
   """(M, K, N) of one group of `layer` as a matrix multiply (im2col for convs).
 
@@ -221,8 +228,8 @@ class BitSerialCost(CostModel):
     latency = max(compute, memory)                                           (roofline)
 
   The tiling ceilings are why depthwise layers (N = 1 per group) use 1/dn of the array.
-  `FULL_PRECISION` is costed as 32 bits, as if a 32-bit operand were streamed bit-serially.
-  The hardware constants are assumptions (`BIT_SERIAL_CONFIGS`).
+  `FULL_PRECISION` is costed as 8 bits (`_accelerator_bits`). The hardware constants are
+  assumptions (`BIT_SERIAL_CONFIGS`).
   """
   unit = "ms"
 
@@ -248,6 +255,7 @@ class BitSerialCost(CostModel):
 
   def layer_costs(self, layers: Sequence[LayerInfo], policy: Policy) -> np.ndarray:
     _check_policy(layers, policy, max_bits=FULL_PRECISION)
+    policy = [(_accelerator_bits(w), _accelerator_bits(a)) for w, a in policy]
     return np.array([max(self.compute_ms(l, w, a), self.memory_ms(l, w, a))
                      for l, (w, a) in zip(layers, policy)], np.float64)
 
@@ -268,8 +276,8 @@ class BitFusionCost(CostModel):
   not checked against the PDF), 16 GB/s DRAM; E_BRICK = 0.23 pJ / 16 (a 45 nm 8-bit multiply
   0.2 pJ plus 8-bit add 0.03 pJ, split over the 16 bricks of one 8x8 MAC) and E_DRAM_BYTE =
   160 pJ (640 pJ per 32-bit DRAM access), both from Horowitz, "Computing's Energy Problem",
-  ISSCC 2014. On-chip SRAM energy is ignored. `FULL_PRECISION` is costed as 32-bit integers
-  fused over 256 brick-cycles (the real accelerator has no float path).
+  ISSCC 2014. On-chip SRAM energy is ignored. `FULL_PRECISION` is costed as 8 bits
+  (`_accelerator_bits`: the accelerator has no float path).
   """
   FUSION_UNITS = 512
   BRICKS_PER_UNIT = 16
@@ -297,7 +305,8 @@ class BitFusionCost(CostModel):
 
   def layer_costs(self, layers: Sequence[LayerInfo], policy: Policy) -> np.ndarray:
     _check_policy(layers, policy, max_bits=FULL_PRECISION)
-    return np.array([self._layer(l, w, a) for l, (w, a) in zip(layers, policy)], np.float64)
+    return np.array([self._layer(l, _accelerator_bits(w), _accelerator_bits(a))
+                     for l, (w, a) in zip(layers, policy)], np.float64)
 
 
 class SizeCost(CostModel):

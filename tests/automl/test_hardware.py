@@ -117,6 +117,13 @@ def test_bit_fusion_latency_and_energy_by_hand():
       expected[0] / expected[1])
 
 
+def test_accelerators_run_an_unquantized_operand_in_their_8_bit_mode():
+  layers = [_conv(0), _dense(1)]
+  for cost in (hardware.BitSerialCost("edge"), hardware.BitFusionCost("energy")):
+    assert cost.cost(layers, [(8, FULL_PRECISION), (FULL_PRECISION, 4)]) == pytest.approx(
+        cost.cost(layers, [(8, 8), (8, 4)]))
+
+
 def test_size_is_weight_bytes_and_full_precision_is_four_bytes():
   layers = [_conv(0), _dense(1)]
   cost = hardware.SizeCost()
