@@ -5,8 +5,9 @@ Presets (`--config=experiments/configs/haq.py:PRESET`, or a flagfile naming one)
 * `demo`: scikit-learn's handwritten digits upsampled to 32x32 (ships offline), a narrow
   MobileNetV2 (14 quantizable layers), the bit-serial edge latency model, a budget of 0.5x the
   all-8-bit latency: trains the fp32 model, searches 2-8-bit weights and activations per layer
-  with DDPG, fine-tunes the searched policy and the uniform policy of the same budget. Under 10
-  minutes on 2 CPU cores; the policy meets the budget, acc >= acc_uniform, acc_fp32 - acc <= 2.
+  with DDPG, fine-tunes the searched policy and the uniform policy of the same budget. About 8
+  minutes on 2 CPU cores; the policy meets the budget; measured: acc 93.6, acc_uniform 95.6,
+  acc_fp32 95.6 (the issue's acc >= acc_uniform is not met; benchmarks/RESULTS.md).
     python -m experiments.haq --flagfile=experiments/flags/haq_demo.flags
 * `tiny`: the same pipeline shrunk for tests (seconds).
 * `mobilenetv2_latency0p6`: the paper's linear quantization of MobileNetV2 at 0.6x the
