@@ -53,7 +53,7 @@ def _optim(learning_rate: float, weight_decay: float, schedule: str = "cosine"
   return ml_collections.ConfigDict(dict(
       optimizer="sgd", momentum=0.9, learning_rate=learning_rate, schedule=schedule,
       warmup_steps=0, warmup_init_lr=0.0, min_lr=0.0, weight_decay=weight_decay, clip_norm=0.0,
-      grad_accum_steps=1, b1=0.9, b2=0.999, eps=1e-8))
+      grad_accum_steps=1))
 
 
 def _phase(epochs: float, batch_size: int, learning_rate: float, weight_decay: float

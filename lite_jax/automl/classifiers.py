@@ -128,12 +128,16 @@ def _classify(x: jax.Array, num_classes: int, dropout_rate: float, train: bool, 
   return x.astype(jnp.float32)
 
 
-class DepthwiseSeparable(nn.Module):
-  """MobileNetV1's block: `depthwise` 3x3 + BN + ReLU, then `pointwise` 1x1 + BN + ReLU."""
+class _Block(nn.Module):
+  """The fields MobileNetV1's and ResNet's blocks share: output width, stride, dtypes."""
   features: int
   strides: int = 1
   dtype: Any = jnp.float32
   param_dtype: Any = jnp.float32
+
+
+class DepthwiseSeparable(_Block):
+  """MobileNetV1's block: `depthwise` 3x3 + BN + ReLU, then `pointwise` 1x1 + BN + ReLU."""
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
@@ -310,7 +314,7 @@ class TinyMobileNetV2(MobileNetV2):
   last_channels: int = 256
 
 
-class Bottleneck(nn.Module):
+class Bottleneck(_Block):
   """ResNet v1.5 bottleneck: `conv1` 1x1, `conv2` 3x3 (carries the stride), `conv3` 1x1 to
   4x the width, each with BN (ReLU after the first two); a `downsample` 1x1 + BN shortcut when
   the shape changes (run after `conv3`, as torchvision does); ReLU after the sum.
@@ -319,10 +323,6 @@ class Bottleneck(nn.Module):
     features: bottleneck width; the output has `RESNET_EXPANSION * features` channels.
     strides: spatial stride of `conv2` and `downsample`.
   """
-  features: int
-  strides: int = 1
-  dtype: Any = jnp.float32
-  param_dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
