@@ -25,7 +25,7 @@ from absl import app, flags
 
 from benchmarks.timing import median_seconds
 from experiments.configs import haq as haq_configs
-from lite_jax.automl import classifiers, ddpg, haq, haq_env
+from lite_jax.automl import classifiers, ddpg, haq, haq_env, training
 from lite_jax.nn import quant
 from lite_jax.nn.introspect import list_layers
 
@@ -63,12 +63,12 @@ def step_times() -> None:
                           train=False)
   bits = quant.bits_arrays(policy, [layer.path for layer in layers], signed_inputs=signed)
   tx = optax.sgd(1e-3, momentum=0.9)
-  step = jax.jit(haq.make_step(model, frozenset(signed)))
+  step = jax.jit(training.make_step(model, frozenset(signed)))
   batch_dict = {"image": images, "label": labels}
   results = {}
   for mode in ("fp32", "quantized"):
     params = {"model": variables["params"], "clips": clips if mode == "quantized" else {}}
-    state = haq.ClassifierState.create(params, tx, jax.random.key(2)).replace(
+    state = training.ClassifierState.create(params, tx, jax.random.key(2)).replace(
         batch_stats=variables["batch_stats"], bits=bits if mode == "quantized" else None)
     results[mode] = median_seconds(lambda s: step(s, batch_dict)[0].params, state,
                                    repeats=_REPEATS.value)

@@ -3,7 +3,7 @@ pruning) and ProxylessNAS next, over their shared pieces: the DDPG agent (`ddpg`
 classifiers (`classifiers`), hardware cost models and device latency tables (`hardware`).
 Fake-quantization layers live in `lite_jax.nn` (Lite Transformer compression uses them too)."""
 
-from lite_jax.automl import classifiers, ddpg, haq, haq_env, hardware  # noqa: F401
+from lite_jax.automl import classifiers, ddpg, haq, haq_env, hardware, training  # noqa: F401
 from lite_jax.automl.classifiers import (MobileNetV1, MobileNetV2, ResNet50, TinyMobileNetV2,
                                          build_classifier, profile_classifier)
 from lite_jax.automl.ddpg import DDPG, DDPGConfig

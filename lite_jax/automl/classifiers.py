@@ -196,7 +196,7 @@ class MobileNetV1(nn.Module):
 
 
 class InvertedResidual(nn.Module):
-  """MobileNetV2's block: `expand` 1x1 (skipped when hidden == c_in), `depthwise` 3x3, both
+  """MobileNetV2's block: `expand` 1x1 (skipped when hidden == c_in), `depthwise` kxk, both
   with BN + ReLU6, then the linear `project` 1x1 + BN; identity shortcut when the shapes match.
 
   Attributes:
@@ -204,11 +204,13 @@ class InvertedResidual(nn.Module):
     features: output channels.
     strides: the depthwise conv's stride.
     expand: whether the block has the expansion 1x1 (expansion ratio != 1).
+    kernel_size: the depthwise conv's kernel (MobileNetV2: 3; ProxylessNAS searches 3/5/7).
   """
   hidden: int
   features: int
   strides: int = 1
   expand: bool = True
+  kernel_size: int = 3
   dtype: Any = jnp.float32
   param_dtype: Any = jnp.float32
 
@@ -219,8 +221,8 @@ class InvertedResidual(nn.Module):
     y = x
     if self.expand:
       y = ConvBN(self.hidden, 1, activation=jax.nn.relu6, name="expand", **kw)(y, train)
-    y = ConvBN(self.hidden, 3, self.strides, depthwise=True, activation=jax.nn.relu6,
-               name="depthwise", **kw)(y, train)
+    y = ConvBN(self.hidden, self.kernel_size, self.strides, depthwise=True,
+               activation=jax.nn.relu6, name="depthwise", **kw)(y, train)
     y = ConvBN(self.features, 1, name="project", **kw)(y, train)
     return x + y if self.strides == 1 and x.shape[-1] == self.features else y
 

@@ -34,21 +34,13 @@ from absl import logging
 from data import image_classification as image_data
 from data.gan_images import Subset
 from lite_jax import core
-from lite_jax.automl import classifiers, ddpg, haq_env, hardware
+from lite_jax.automl import classifiers, ddpg, haq_env, hardware, training
+from lite_jax.automl.training import ClassifierState
 from lite_jax.core.errors import UserError
 from lite_jax.nn import quant, weight_sharing
 from lite_jax.nn.introspect import LayerInfo, list_layers
 
 Policy = list[tuple[int, int]]  # (w_bits, a_bits) per layer, in call order
-
-
-class ClassifierState(core.TrainState):
-  """`core.TrainState` of a classifier: params are `{"model": ..., "clips": ...}` (the
-  quantizers' trainable ranges, empty in fp32), plus BatchNorm statistics, the policy's bits
-  (`{path: int32 [w_bits, a_bits]}`, None in fp32) and k-means codebooks (None otherwise)."""
-  batch_stats: Any = None
-  bits: Any = None
-  codebooks: Any = None
 
 
 @dataclasses.dataclass
@@ -72,11 +64,7 @@ class Setup:
 
 
 def _image_shape(config) -> tuple[int, int, int, int]:
-  return (1, config.data.image_size, config.data.image_size, 3)
-
-
-def _init_variables(model: nn.Module, config, key: jax.Array) -> dict[str, Any]:
-  return model.init({"params": key}, jnp.zeros(_image_shape(config), jnp.float32), train=False)
+  return training.image_shape(config.data.image_size)
 
 
 def build_model(config, num_classes: int) -> nn.Module:
@@ -144,7 +132,8 @@ def setup(config, workdir: str, *, with_data: bool = True) -> Setup:
         os.path.join(workdir, "data"), seed=config.seed)
     num_classes = data.num_classes
   model = build_model(config, num_classes)
-  variables = jax.eval_shape(lambda: _init_variables(model, config, jax.random.key(0)))
+  variables = jax.eval_shape(
+      lambda: training.init_variables(model, config.data.image_size, jax.random.key(0)))
   image = jax.ShapeDtypeStruct(_image_shape(config), jnp.float32)
   layers = list_layers(model, variables, image, train=False)
   # The first layer reads the normalized image, which is signed like the reference's
@@ -240,123 +229,29 @@ def describe_policy(setup: Setup, policy: Policy) -> dict[str, Any]:
 # ---------------------------------------------------------------------------------------------
 
 
-def make_step(model: nn.Module, signed_inputs: frozenset[str]) -> Callable:
-  """`(state, batch) -> (state, metrics)`: cross-entropy; quantized when `state.bits` is set."""
-  qapply = quant.quantized_apply(model, signed_inputs=signed_inputs)
-
-  def step(state: ClassifierState, batch: dict[str, jax.Array]):
-    def loss_fn(params):
-      variables = {"params": params["model"], "batch_stats": state.batch_stats}
-      if state.bits is None:
-        logits, updates = model.apply(variables, batch["image"], train=True,
-                                      mutable=["batch_stats"])
-      else:
-        logits, updates = qapply(variables, params["clips"], state.bits, batch["image"],
-                                 train=True, mutable=["batch_stats"])
-      loss = optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"]).mean()
-      return loss, (logits, updates["batch_stats"])
-
-    (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-        state.params)
-    state = state.apply_gradients(grads).replace(batch_stats=batch_stats)
-    if state.codebooks is not None:  # k-means: each cluster back to its members' mean
-      state = state.replace(params={
-          **state.params,
-          "model": weight_sharing.snap_to_centroids(state.params["model"], state.codebooks)})
-    accuracy = jnp.mean(jnp.argmax(logits, -1) == batch["label"])
-    return state, {"loss": loss, "accuracy": accuracy}
-
-  return step
+def pretrain(config, workdir: str, setup_: Setup | None = None) -> dict[str, Any]:
+  """Trains (or resumes, or finds finished) the fp32 model; test accuracy."""
+  s = setup_ or setup(config, workdir)
+  state = _trained_fp32(s, config, workdir)
+  acc = training.accuracy(training.make_predict(s.model, s.signed_inputs), state,
+                          _eval(s, config, "test"))
+  return {"acc_fp32": acc, "step": int(state.step)}
 
 
-def make_predict(model: nn.Module, signed_inputs: frozenset[str]) -> Callable:
-  """`(state, images) -> logits`, jitted once (the bits are data)."""
-  qapply = quant.quantized_apply(model, signed_inputs=signed_inputs)
-
-  @jax.jit
-  def predict(state: ClassifierState, images: jax.Array) -> jax.Array:
-    variables = {"params": state.params["model"], "batch_stats": state.batch_stats}
-    if state.bits is None:
-      return model.apply(variables, images, train=False)
-    return qapply(variables, state.params["clips"], state.bits, images, train=False)
-
-  return predict
+def _eval(setup: Setup, config, split: str):
+  return training.eval_batches(setup.data, config, split)
 
 
-def accuracy(predict: Callable, state: ClassifierState, batches: Sequence | Any) -> float:
-  """Top-1 accuracy over padded batches (`image`, `label`, `mask`); every example once."""
-  correct = total = 0.0
-  for batch in batches:
-    logits = predict(state, batch["image"])
-    hits = np.asarray(jnp.argmax(logits, -1) == batch["label"])
-    correct += float(np.sum(hits * batch["mask"]))
-    total += float(np.sum(batch["mask"]))
-  return correct / max(total, 1.0)
-
-
-def _steps(num_examples: int, phase) -> int:
-  steps_per_epoch = num_examples // phase.batch_size
-  if steps_per_epoch < 1:
-    raise UserError(f"the training split ({num_examples} examples) is smaller than one batch "
-                    f"({phase.batch_size}).")
-  return max(1, round(phase.num_epochs * steps_per_epoch))
-
-
-def _optimizer(phase, total_steps: int) -> tuple[optax.GradientTransformation, optax.Schedule]:
-  optim = ml_collections.ConfigDict(phase.optim.to_dict())
-  optim.total_updates = total_steps
-  # Weight decay on the weights only, not on the quantizers' clipping ranges.
-  decay_mask = lambda params: {"model": jax.tree.map(lambda _: True, params["model"]),
-                               "clips": jax.tree.map(lambda _: False, params["clips"])}
-  return core.make_optimizer(optim, decay_mask=decay_mask)
+def fp32_state(setup: Setup, config, tx: optax.GradientTransformation) -> ClassifierState:
+  return training.fresh_state(setup.model, config.data.image_size, config.seed, tx)
 
 
 def _train_phase(setup: Setup, config, phase, directory: str, name: str,
                  make_state: Callable[[optax.GradientTransformation], ClassifierState]
                  ) -> ClassifierState:
-  """Trains one phase on the shared loop (resuming), returning the finished state."""
-  total_steps = _steps(len(setup.data.train), phase)
-  tx, schedule = _optimizer(phase, total_steps)
-  # Quantized states are calibrated on the host (not traceable): built once, eagerly.
-  initial = make_state(tx)
-  abstract = _shapes(initial)
-  loop = core.TrainLoop(
-      directory=directory, step_fn=make_step(setup.model, setup.signed_inputs),
-      batches=image_data.train_batches(
-          setup.data.train, batch_size=phase.batch_size, num_steps=total_steps,
-          seed=config.seed, augment=setup.data.augment, image_size=config.data.image_size),
-      total_steps=total_steps, intervals=phase, mesh=setup.mesh, config=config,
-      learning_rate=lambda step: schedule(step - 1), name=name)
-  result = core.loop.run(loop, abstract, lambda: initial)
-  if result.step < total_steps:
-    raise core.StoppedEarly(name, result.step, total_steps)
-  return result.state
-
-
-def _shapes(state: Any) -> Any:
-  """Shapes and dtypes only (no device placement): the loop replicates them over the mesh."""
-  return jax.tree.map(lambda x: jax.ShapeDtypeStruct(np.shape(x), x.dtype), state)
-
-
-def fp32_state(setup: Setup, config, tx: optax.GradientTransformation) -> ClassifierState:
-  variables = _init_variables(setup.model, config, core.init_key(config.seed))
-  return ClassifierState.create({"model": variables["params"], "clips": {}}, tx,
-                                core.stream_key(config.seed, 1)).replace(
-                                    batch_stats=variables["batch_stats"])
-
-
-def pretrain(config, workdir: str, setup_: Setup | None = None) -> dict[str, Any]:
-  """Trains (or resumes, or finds finished) the fp32 model; test accuracy."""
-  s = setup_ or setup(config, workdir)
-  state = _trained_fp32(s, config, workdir)
-  acc = accuracy(make_predict(s.model, s.signed_inputs), state, _eval(s, config, "test"))
-  return {"acc_fp32": acc, "step": int(state.step)}
-
-
-def _eval(setup: Setup, config, split: str):
-  return image_data.eval_batches(getattr(setup.data, split),
-                                 batch_size=config.data.eval_batch_size,
-                                 image_size=config.data.image_size)
+  return training.train_phase(model=setup.model, data=setup.data, config=config, phase=phase,
+                              directory=directory, name=name, make_state=make_state,
+                              mesh=setup.mesh, signed_inputs=setup.signed_inputs)
 
 
 def _trained_fp32(setup: Setup, config, workdir: str) -> ClassifierState:
@@ -410,21 +305,6 @@ def quantize_state(setup: Setup, config, fp32: ClassifierState, policy: Policy,
 # ---------------------------------------------------------------------------------------------
 
 
-class _Cached:
-  """A list of batches kept in memory when small, else re-read on every pass."""
-
-  def __init__(self, make: Callable[[], Any], num_bytes: int, limit: int = 512 << 20):
-    self._make = make
-    self._items = list(make()) if num_bytes <= limit else None
-
-  def __iter__(self):
-    return iter(self._items if self._items is not None else self._make())
-
-
-def _split_bytes(split, image_size: int) -> int:
-  return len(split) * image_size * image_size * 3 * 4
-
-
 class RewardFunction:
   """`policy -> held-out accuracy` after the search's short fine-tune (one compiled step)."""
 
@@ -435,16 +315,16 @@ class RewardFunction:
     subset = Subset(train, np.arange(min(config.data.search_train_size, len(train))))
     search = config.search
     self.num_steps = max(1, round(search.finetune_epochs * len(subset) // search.batch_size))
-    self._batches = _Cached(lambda: image_data.train_batches(
+    self._batches = training.CachedBatches(lambda: image_data.train_batches(
         subset, batch_size=search.batch_size, num_steps=self.num_steps, seed=config.seed,
-        augment="none", image_size=size), _split_bytes(subset, size))
-    self._holdout = _Cached(lambda: _eval(setup, config, "holdout"),
-                            _split_bytes(setup.data.holdout, size))
+        augment="none", image_size=size), training.split_bytes(subset, size))
+    self._holdout = training.CachedBatches(lambda: _eval(setup, config, "holdout"),
+                                           training.split_bytes(setup.data.holdout, size))
     self._calibration = _calibration_batch(setup, config)
     self._tx = optax.sgd(search.learning_rate, momentum=0.9)
-    self._step = jax.jit(make_step(setup.model, setup.signed_inputs))
-    self._predict = make_predict(setup.model, setup.signed_inputs)
-    self.acc_fp32 = accuracy(self._predict, fp32, self._holdout)
+    self._step = jax.jit(training.make_step(setup.model, setup.signed_inputs))
+    self._predict = training.make_predict(setup.model, setup.signed_inputs)
+    self.acc_fp32 = training.accuracy(self._predict, fp32, self._holdout)
 
   def finetuned(self, policy: Policy) -> ClassifierState:
     state = quantize_state(self.setup, self.config, self.fp32, policy, self._tx,
@@ -454,7 +334,7 @@ class RewardFunction:
     return state
 
   def __call__(self, policy: Policy) -> float:
-    return accuracy(self._predict, self.finetuned(policy), self._holdout)
+    return training.accuracy(self._predict, self.finetuned(policy), self._holdout)
 
 
 def search(config, workdir: str, setup_: Setup | None = None) -> dict[str, Any]:
@@ -575,7 +455,7 @@ def finetune_policy(setup: Setup, config, workdir: str, policy: Policy, name: st
     json.dump({"policy": format_policy(policy), "layers": setup.paths}, f, indent=1)
   state = _train_phase(setup, config, config.finetune, directory, name,
                        lambda tx: quantize_state(setup, config, fp32, policy, tx, calibration))
-  acc = accuracy(make_predict(setup.model, setup.signed_inputs), state,
+  acc = training.accuracy(training.make_predict(setup.model, setup.signed_inputs), state,
                  _eval(setup, config, "test"))
   return state, {"acc": acc, "policy": format_policy(policy), **describe_policy(setup, policy)}
 
@@ -594,18 +474,19 @@ def evaluate(config, workdir: str) -> dict[str, Any]:
     raise UserError(f"no fine-tuned policy in {workdir}; run --mode=finetune (or all) first.")
   with open(path) as f:
     policy = parse_policy(json.load(f)["policy"], s.paths)
-  predict = make_predict(s.model, s.signed_inputs)
-  fp32_abstract = jax.eval_shape(lambda: fp32_state(s, config, _optimizer(
+  predict = training.make_predict(s.model, s.signed_inputs)
+  fp32_abstract = jax.eval_shape(lambda: fp32_state(s, config, training.phase_optimizer(
       config.pretrain, 1)[0]))
   fp32 = core.restore_finished(os.path.join(workdir, "fp32", "checkpoints"), fp32_abstract,
                                "pretrain (--mode=pretrain)")
-  tx = _optimizer(config.finetune, 1)[0]
+  tx = training.phase_optimizer(config.finetune, 1)[0]
   # The fine-tuned state's structure (calibration runs on the host: built, not traced).
-  abstract = _shapes(quantize_state(s, config, fp32, policy, tx, _calibration_batch(s, config)))
+  abstract = training.shapes(
+      quantize_state(s, config, fp32, policy, tx, _calibration_batch(s, config)))
   state = core.restore_finished(os.path.join(workdir, "finetune", "checkpoints"), abstract,
                                 "fine-tune (--mode=finetune)")
-  return {"acc": accuracy(predict, state, _eval(s, config, "test")),
-          "acc_fp32": accuracy(predict, fp32, _eval(s, config, "test")),
+  return {"acc": training.accuracy(predict, state, _eval(s, config, "test")),
+          "acc_fp32": training.accuracy(predict, fp32, _eval(s, config, "test")),
           "policy": format_policy(policy), **describe_policy(s, policy)}
 
 
@@ -657,7 +538,8 @@ def build_latency_table(config, workdir: str) -> dict[str, Any]:
   path = config.cost.table or os.path.join(workdir, "latency_table.json")
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
   table.save(path)
-  variables = _init_variables(s.model, config, core.init_key(config.seed))
+  variables = training.init_variables(s.model, config.data.image_size,
+                                      core.init_key(config.seed))
   x = jnp.zeros((config.cost.batch_size, *_image_shape(config)[1:]), jnp.float32)
   checks = {}
   for precision in ("f32", "bf16", "int8"):
