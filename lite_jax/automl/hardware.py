@@ -424,7 +424,7 @@ def _runs_fused(geometry: Mapping[str, Any]) -> bool:
           and _is_depthwise(geometry["groups"], geometry["c_in"], geometry["c_out"]))
 
 
-def _stand_in(x: jax.Array, out_shape: Sequence[int], fused: bool = False) -> jax.Array:
+def stand_in(x: jax.Array, out_shape: Sequence[int], fused: bool = False) -> jax.Array:
   """A cheap replacement of a conv/dense layer with its output shape that moves data as the
   layer does in the model but does none of its arithmetic.
 
@@ -443,7 +443,7 @@ def _stand_in(x: jax.Array, out_shape: Sequence[int], fused: bool = False) -> ja
   return lax.optimization_barrier(jnp.broadcast_to(first, tuple(out_shape)))
 
 
-def _interleaved_median_ms(calls: Sequence[tuple[Callable, Sequence[Any]]], *, repeats: int,
+def interleaved_median_ms(calls: Sequence[tuple[Callable, Sequence[Any]]], *, repeats: int,
                            warmup: int) -> list[float]:
   """Median wall time in ms of each `fn(*args)`, measured in interleaved rounds.
 
@@ -481,12 +481,12 @@ def _table_padding(kernel: int, side: int, stride: int) -> list[tuple[int, int]]
                                                 "SAME")]
 
 
-# Layer calls per timed executable (`_chained`).
-_CHAIN_LENGTH = 8
+# Layer calls per timed executable (`chained`).
+CHAIN_LENGTH = 8
 
 
-def _chained(fn: Callable, fused: bool) -> Callable:
-  """`(x, *operands) -> y` running `fn` `_CHAIN_LENGTH` times, each call after the previous one.
+def chained(fn: Callable, fused: bool) -> Callable:
+  """`(x, *operands) -> y` running `fn` `CHAIN_LENGTH` times, each call after the previous one.
 
   One call per executable would time what a model never pays per layer: the launch, and on
   CPU waking the thread pool (measured: 0.8 ms for MobileNetV2's stem conv alone, 0.11 ms per
@@ -502,7 +502,7 @@ def _chained(fn: Callable, fused: bool) -> Callable:
   """
   def run(x, *operands):
     y = None
-    for _ in range(_CHAIN_LENGTH):
+    for _ in range(CHAIN_LENGTH):
       if y is not None:
         previous = (0 * y.ravel()[0]).astype(x.dtype)
         x = x + previous if fused else x.at[(0,) * x.ndim].add(previous)
@@ -541,9 +541,9 @@ class TableEntry:
   Attributes:
     path: the layer's parameter path.
     geometry: its `LayerInfo` fields but path and index (what the times depend on).
-    ms: {precision: median time of one call of the layer in a chain of `_CHAIN_LENGTH`
-      dependent calls inside one jitted executable (`_chained`)}.
-    stand_in_ms: the same with the layer replaced by `_stand_in` (same input and output
+    ms: {precision: median time of one call of the layer in a chain of `CHAIN_LENGTH`
+      dependent calls inside one jitted executable (`chained`)}.
+    stand_in_ms: the same with the layer replaced by `stand_in` (same input and output
       shapes): the chaining, buffers and data movement that `ms` pays too.
   """
   path: str
@@ -568,7 +568,7 @@ class LatencyTable(CostModel):
   layer's time is that of `_layer_op`, the very function `measure_model_latency` substitutes for
   it: activations in, cast or quantized on entry, the op, cast or rescaled back on exit (so
   quantize and rescale steps count), bias outside (it stays in `other_ms`); each standalone
-  time is one call of a chain inside one executable (`_chained`), as layers run in a model.
+  time is one call of a chain inside one executable (`chained`), as layers run in a model.
   Library-call layers get a stand-in that materializes its input and output like they do; fused
   layers (depthwise on CPU, `_runs_fused`) one that fuses with its neighbours like they do.
   Everything is measured by `build_latency_table`; nothing is fitted. A table built without a
@@ -676,7 +676,7 @@ def _with_stand_ins(model: nn.Module, layers: Sequence[LayerInfo], batch_size: i
                     apply_kwargs: Mapping[str, Any]) -> Callable:
   """`(variables, x) -> model output` with the i-th conv/dense call's `_layer_op` replaced by a
   stand-in with the i-th layer's output shape (its bias, if any, is still added)."""
-  stand_ins = [functools.partial(_stand_in, out_shape=_layer_shapes(_geometry(l), l.path,
+  stand_ins = [functools.partial(stand_in, out_shape=_layer_shapes(_geometry(l), l.path,
                                                                     batch_size)[2],
                                   fused=_runs_fused(_geometry(l))) for l in layers]
 
@@ -711,7 +711,7 @@ def build_latency_table(layers: Sequence[LayerInfo], *, batch_size: int,
   layers through the library's depthwise implementation (`_conv`); random values. Its
   stand-in runs on the same shapes. Layers of equal geometry are timed once. Each time is the
   median of `repeats` interleaved rounds after compilation and `warmup` runs
-  (`_interleaved_median_ms`).
+  (`interleaved_median_ms`).
 
   Args:
     layers: the model's conv/dense layers (`nn.introspect.list_layers`).
@@ -734,7 +734,7 @@ def build_latency_table(layers: Sequence[LayerInfo], *, batch_size: int,
                     f"{batch_size}.")
   calls, assemble = _table_calls(layers, batch_size, precisions, model, variables, x,
                                  apply_kwargs or {}, seed)
-  return assemble(_interleaved_median_ms(calls, repeats=repeats, warmup=warmup))
+  return assemble(interleaved_median_ms(calls, repeats=repeats, warmup=warmup))
 
 
 def _table_calls(layers: Sequence[LayerInfo], batch_size: int, precisions: Sequence[str],
@@ -754,10 +754,10 @@ def _table_calls(layers: Sequence[LayerInfo], batch_size: int, precisions: Seque
     fused = _runs_fused(_geometry(layer))
     for precision in precisions:
       fn, args = _layer_call(layer, precision, batch_size, dtype, rng)
-      calls.append((_chained(fn, fused), args))
+      calls.append((chained(fn, fused), args))
       names.append((name, precision))
     in_shape, _, out_shape = _layer_shapes(_geometry(layer), layer.path, batch_size)
-    calls.append((_chained(functools.partial(_stand_in, out_shape=out_shape, fused=fused),
+    calls.append((chained(functools.partial(stand_in, out_shape=out_shape, fused=fused),
                            fused),
                   (jnp.zeros(in_shape, dtype),)))
     names.append((name, "stand_in"))
@@ -765,7 +765,7 @@ def _table_calls(layers: Sequence[LayerInfo], batch_size: int, precisions: Seque
     calls.append((_with_stand_ins(model, layers, batch_size, apply_kwargs), (variables, x)))
 
   def assemble(times: Sequence[float]) -> LatencyTable:
-    measured = {name: t / _CHAIN_LENGTH for name, t in zip(names, times)}
+    measured = {name: t / CHAIN_LENGTH for name, t in zip(names, times)}
     entries = []
     for layer in layers:
       name = json.dumps(_geometry(layer), sort_keys=True)
@@ -870,7 +870,7 @@ def measure_model_latencies(model: nn.Module, variables: Any, x: jax.Array,
                             ) -> list[float]:
   """`measure_model_latency` of several precision assignments, timed in interleaved rounds."""
   calls = _model_calls(model, variables, x, cases, apply_kwargs or {})
-  return _interleaved_median_ms(calls, repeats=repeats, warmup=warmup)
+  return interleaved_median_ms(calls, repeats=repeats, warmup=warmup)
 
 
 def check_latency_table(model: nn.Module, variables: Any, x: jax.Array,
@@ -881,7 +881,7 @@ def check_latency_table(model: nn.Module, variables: Any, x: jax.Array,
   """Builds a table for `model` and measures each policy end to end, in the same rounds.
 
   `build_latency_table(list_layers(...), model=model, ...)` and `measure_model_latencies` of
-  every policy, with all their samples interleaved (`_interleaved_median_ms`): on a machine
+  every policy, with all their samples interleaved (`interleaved_median_ms`): on a machine
   whose load changes, the predictions and the measurements they are checked against then see
   the same conditions. The table is exactly what `build_latency_table` would build.
 
@@ -902,7 +902,7 @@ def check_latency_table(model: nn.Module, variables: Any, x: jax.Array,
   cases = [{l.path: LatencyTable.precision_for(w, a) for l, (w, a) in zip(layers, policy)}
            for policy in policies]
   model_calls = _model_calls(model, variables, x, cases, apply_kwargs)
-  times = _interleaved_median_ms(table_calls + model_calls, repeats=repeats, warmup=warmup)
+  times = interleaved_median_ms(table_calls + model_calls, repeats=repeats, warmup=warmup)
   table = assemble(times[:len(table_calls)])
   return table, [table.cost(layers, p) for p in policies], times[len(table_calls):]
 

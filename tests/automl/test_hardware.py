@@ -275,7 +275,7 @@ def test_table_times_the_function_the_model_substitutes(precision):
     got = fn(layer_in, params["kernel"], params.get("kernel_scale"))
     assert got.dtype == layer_in.dtype == jnp.float32
     np.testing.assert_allclose(got + params.get("bias", 0), layer_out, rtol=1e-6, atol=1e-6)
-    np.testing.assert_allclose(hardware._chained(fn, hardware._runs_fused(
+    np.testing.assert_allclose(hardware.chained(fn, hardware._runs_fused(
         hardware._geometry(layer)))(layer_in, params["kernel"], params.get("kernel_scale")),
                                got, rtol=1e-6, atol=1e-6)
 
