@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import itertools
 import json
 import math
 import os
@@ -544,8 +545,17 @@ def _block_module(block: SearchableBlock, op: str) -> InvertedResidual:
                           kernel_size=kernel)
 
 
-def _apply_eval(module: nn.Module) -> Any:
-  return lambda x, variables: module.apply(variables, x, train=False)
+def _each_call_own_weights(module: nn.Module) -> Any:
+  """`(x, copies) -> y` for `hardware.chained`: the i-th call of a chain applies `module` with
+  the i-th of `CHAIN_LENGTH` variable copies, as a network's blocks each read their own
+  weights (not cache-hot ones) and take their own buffers as arguments of the call."""
+  calls = itertools.count()
+
+  def apply(x, copies):
+    variables = copies[next(calls) % hardware.CHAIN_LENGTH]
+    return module.apply(variables, x, train=False)
+
+  return apply
 
 
 def _skeleton(space: SearchSpace, num_classes: int, batch_size: int,
@@ -601,8 +611,8 @@ def _table_calls(space: SearchSpace, num_classes: int, batch_size: int, seed: in
       module = _block_module(block, op)
       fused = parse_op(op)[1] == 1 and jax.default_backend() == "cpu"  # depthwise first
       x = jnp.asarray(rng.uniform(-1, 1, shape), jnp.float32)
-      calls.append((hardware.chained(_apply_eval(module), fused),
-                    (x, _random_variables(module, shape, rng))))
+      copies = [_random_variables(module, shape, rng) for _ in range(hardware.CHAIN_LENGTH)]
+      calls.append((hardware.chained(_each_call_own_weights(module), fused), (x, copies)))
       names.append(block_key(block, op))
       reference = (shape, block.zero_allowed, block.out_size, block.c_out)
       references.setdefault(reference, []).append(names[-1])
