@@ -241,6 +241,9 @@ class MobileNetV2(nn.Module):
     stem_channels: the stem's output channels.
     stem_stride: the stem's stride (2 for ImageNet; 1 for 32x32 images).
     last_channels: the head's output channels at width <= 1.
+    hidden_channels: explicit hidden (expanded) widths, one per block, instead of
+      `int(c_in * expansion)` (AMC's pruned MobileNetV2; a block without expansion keeps its
+      input's width, so its entry must equal `stem_channels`).
     dropout_rate: before the FC; HAQ's reference has none (0), torchvision's uses 0.2. A
       nonzero rate needs a "dropout" rng when `train=True`.
     dtype: compute dtype; logits are float32.
@@ -253,6 +256,7 @@ class MobileNetV2(nn.Module):
   stem_stride: int = 2
   last_channels: int = 1280
   dropout_rate: float = 0.0
+  hidden_channels: Sequence[int] | None = None
   dtype: Any = jnp.float32
   param_dtype: Any = jnp.float32
 
@@ -265,6 +269,15 @@ class MobileNetV2(nn.Module):
       for i in range(repeats):
         specs.append((int(c_in * expansion), features, stride if i == 0 else 1, expansion))
         c_in = features
+    if self.hidden_channels is not None:
+      if len(self.hidden_channels) != len(specs):
+        raise UserError(f"MobileNetV2 hidden_channels must list one width per block "
+                        f"({len(specs)}), got {len(self.hidden_channels)}.")
+      if specs[0][3] == 1 and int(self.hidden_channels[0]) != self.stem_channels:
+        raise UserError(f"the first block has no expansion, so its hidden width "
+                        f"{self.hidden_channels[0]} must equal stem_channels "
+                        f"{self.stem_channels}.")
+      specs = [(int(h), f, s, e) for h, (_, f, s, e) in zip(self.hidden_channels, specs)]
     return specs
 
   def head_channels(self) -> int:
@@ -324,15 +337,19 @@ class Bottleneck(_Block):
   Attributes:
     features: bottleneck width; the output has `RESNET_EXPANSION * features` channels.
     strides: spatial stride of `conv2` and `downsample`.
+    inner: `(conv1, conv2)` output widths instead of `features` for both (AMC prunes them);
+      the output keeps `RESNET_EXPANSION * features` channels.
   """
+  inner: tuple[int, int] | None = None
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
     """x: [batch, height, width, c_in] -> [batch, height / strides, width / strides, 4 features]."""
     kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
     out_channels = RESNET_EXPANSION * self.features
-    y = ConvBN(self.features, 1, activation=nn.relu, name="conv1", **kw)(x, train)
-    y = ConvBN(self.features, 3, self.strides, activation=nn.relu, name="conv2", **kw)(y, train)
+    width1, width2 = self.inner or (self.features, self.features)
+    y = ConvBN(width1, 1, activation=nn.relu, name="conv1", **kw)(x, train)
+    y = ConvBN(width2, 3, self.strides, activation=nn.relu, name="conv2", **kw)(y, train)
     y = ConvBN(out_channels, 1, name="conv3", **kw)(y, train)
     if self.strides != 1 or x.shape[-1] != out_channels:
       x = ConvBN(out_channels, 1, self.strides, name="downsample", **kw)(x, train)
@@ -349,11 +366,14 @@ class ResNet50(nn.Module):
   Attributes:
     num_classes: logits per image.
     width: width multiplier on the stem and the bottleneck widths (`make_divisible`).
+    inner_channels: explicit `(conv1, conv2)` widths of the 16 bottlenecks, in order (AMC's
+      pruned ResNet-50); block outputs keep their widths.
     dtype: compute dtype; logits are float32.
     param_dtype: parameter storage dtype.
   """
   num_classes: int = 1000
   width: float = 1.0
+  inner_channels: Sequence[tuple[int, int]] | None = None
   dtype: Any = jnp.float32
   param_dtype: Any = jnp.float32
 
@@ -369,10 +389,63 @@ class ResNet50(nn.Module):
     x = ConvBN(make_divisible(64 * self.width), 7, 2, activation=nn.relu, name="stem",
                **kw)(x, train)
     x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
+    blocks = sum(repeats for _, repeats, _ in RESNET50_STAGES)
+    if self.inner_channels is not None and len(self.inner_channels) != blocks:
+      raise UserError(f"ResNet50 inner_channels must give (conv1, conv2) widths for the "
+                      f"{blocks} bottlenecks, got {len(self.inner_channels)}.")
+    index = 0
     for stage, (features, repeats, stride) in enumerate(RESNET50_STAGES, start=1):
       for j in range(repeats):
+        inner = (None if self.inner_channels is None
+                 else tuple(int(c) for c in self.inner_channels[index]))
         x = Bottleneck(make_divisible(features * self.width), stride if j == 0 else 1,
-                       name=f"layer{stage}_{j}", **kw)(x, train)
+                       inner=inner, name=f"layer{stage}_{j}", **kw)(x, train)
+        index += 1
+    return _classify(x, self.num_classes, 0.0, train, **kw)
+
+
+class PlainCNN(nn.Module):
+  """A plain stack of 3x3 `ConvBN` + ReLU layers (`conv_{i}`), global average pool and the FC
+  `classifier`: the small CNN of AMC's CPU demo, whose 3x3 convs exercise im2col
+  reconstruction. Default: 32, 64, 64, 128, 128 channels at strides 2, 1, 2, 1, 2 (32x32
+  images -> 4x4 features), 5 conv + FC layers, 279k parameters, 14.4M MACs per 32x32 image
+  (wide enough that widths rounded to multiples of 8 leave the search real choices).
+
+  Attributes:
+    num_classes: logits per image.
+    width: width multiplier on `channels` (`make_divisible`).
+    channels: each conv's output channels (a pruned model lists its own).
+    strides: each conv's stride (as many as `channels`).
+    dtype: compute dtype; logits are float32.
+    param_dtype: parameter storage dtype.
+  """
+  num_classes: int = 10
+  width: float = 1.0
+  channels: Sequence[int] = (32, 64, 64, 128, 128)
+  strides: Sequence[int] = (2, 1, 2, 1, 2)
+  dtype: Any = jnp.float32
+  param_dtype: Any = jnp.float32
+
+  def widths(self) -> tuple[int, ...]:
+    """Each conv's output channels."""
+    if len(self.channels) != len(self.strides):
+      raise UserError(f"PlainCNN needs one stride per conv: {len(self.channels)} channels, "
+                      f"{len(self.strides)} strides.")
+    if self.width == 1.0:
+      return tuple(int(c) for c in self.channels)
+    return tuple(make_divisible(c * self.width) for c in self.channels)
+
+  def signed_input_layers(self) -> frozenset[str]:
+    """None: every conv after the first reads a ReLU."""
+    return frozenset()
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+    """x: [batch, height, width, channels] images -> logits [batch, num_classes]."""
+    _check_images(x)
+    kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+    for i, (features, stride) in enumerate(zip(self.widths(), self.strides)):
+      x = ConvBN(features, 3, stride, activation=nn.relu, name=f"conv_{i}", **kw)(x, train)
     return _classify(x, self.num_classes, 0.0, train, **kw)
 
 
@@ -381,6 +454,7 @@ CLASSIFIERS: dict[str, type[nn.Module]] = {
     "mobilenet_v2": MobileNetV2,
     "resnet50": ResNet50,
     "tiny_mobilenet_v2": TinyMobileNetV2,
+    "plain_cnn": PlainCNN,
 }
 
 
@@ -389,7 +463,7 @@ def build_classifier(name: str, *, num_classes: int, width: float = 1.0,
   """The classifier called `name` (a key of `CLASSIFIERS`).
 
   Args:
-    name: "mobilenet_v1", "mobilenet_v2", "resnet50" or "tiny_mobilenet_v2".
+    name: "mobilenet_v1", "mobilenet_v2", "resnet50", "tiny_mobilenet_v2" or "plain_cnn".
     num_classes: logits per image.
     width: width multiplier.
     **kwargs: further attributes of the model class (`dtype`, `param_dtype`, ...).
