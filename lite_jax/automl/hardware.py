@@ -18,6 +18,11 @@ policy) -> [L]`, `cost = sum`):
   `measure_model_latency` runs a whole model with each layer at its chosen precision, and
   `check_latency_table` times a table and whole models in the same interleaved rounds, which is
   how a table's prediction is checked (`benchmarks/latency_table.py`).
+
+The timing machinery is public for other tables measured on this device (ProxylessNAS's block
+tables, `automl.proxyless_net`): `interleaved_median_ms` (compile, warm up, time every call in
+interleaved rounds, median), `chained` (`CHAIN_LENGTH` dependent calls in one executable) and
+`stand_in` (a layer's output shape, materialized, nothing computed).
 """
 
 from __future__ import annotations

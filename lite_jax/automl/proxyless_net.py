@@ -696,6 +696,9 @@ def check_block_latency_table(space: SearchSpace, table: BlockLatencyTable | Non
     space.check_choices(arch)
   if table is not None and table.batch_size != batch_size:
     raise UserError(f"the table was measured at batch {table.batch_size}, not {batch_size}.")
+  if table is not None and tuple(table.fixed) != fixed_keys(space, num_classes):
+    raise UserError(f"the table's fixed part is {list(table.fixed)}, not this space's with "
+                    f"{num_classes} classes; build a table for it.")
   net_calls = [_network_call(space, a, num_classes, batch_size, rng) for a in archs]
   if table is None:
     table_calls, assemble = _table_calls(space, num_classes, batch_size, seed)

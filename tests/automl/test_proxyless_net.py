@@ -272,7 +272,9 @@ def test_check_returns_table_predictions_and_measurements(measured):
   assert predicted == [table.estimate(TINY, a) for a in archs]
   assert len(measured_ms) == 2 and min(measured_ms) > 0
   with pytest.raises(UserError, match="batch 2, not 1"):
-    P.check_block_latency_table(TINY, table, num_archs=1, batch_size=1)
+    P.check_block_latency_table(TINY, table, num_archs=1, batch_size=1, num_classes=3)
+  with pytest.raises(UserError, match="with 5 classes"):
+    P.check_block_latency_table(TINY, table, num_archs=1, batch_size=2, num_classes=5)
 
 
 def test_sample_draws_allowed_ops_reproducibly():
