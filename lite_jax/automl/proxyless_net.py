@@ -245,6 +245,14 @@ class SearchSpace:
                         first_channels=self.first_width, last_channels=self.head_width,
                         **kwargs)
 
+  def smallest(self) -> tuple[str, ...]:
+    """The architecture with the fewest MACs: zero where allowed, elsewhere the candidate of
+    the smallest expansion, then kernel."""
+    mbconvs = sorted((op for op in self.candidates if op != ZERO),
+                     key=lambda op: parse_op(op)[::-1])
+    return tuple(ZERO if b.zero_allowed and ZERO in self.candidates else mbconvs[0]
+                 for b in self.blocks())
+
   def sample(self, rng: np.random.Generator) -> tuple[str, ...]:
     """One architecture drawn uniformly: each block's op uniform among its candidates."""
     return tuple(str(rng.choice(self.candidates_for(b))) for b in self.blocks())
@@ -402,7 +410,8 @@ class BlockLatencyTable:
 
   Attributes:
     entries: {`block_key`: ms} per candidate block (MBConv ops only).
-    fixed_ms: stem + first block + head + pooling + FC (+ the call of the whole network).
+    fixed_ms: stem + first block + head + pooling + FC and the call of the whole network
+      (measured: the smallest network of the space minus its blocks' entries).
     fixed: the `fixed_keys` of the space and class count `fixed_ms` belongs to.
     batch_size: images per timed call.
     device: where it was measured (`platform`, `device_kind`, `jax`, `flax` versions), or the
@@ -558,36 +567,14 @@ def _each_call_own_weights(module: nn.Module) -> Any:
   return apply
 
 
-def _skeleton(space: SearchSpace, num_classes: int, batch_size: int,
-              rng: np.random.Generator) -> tuple[Any, tuple]:
-  """`(fn, (variables, x))`: the whole network with every searchable block replaced by what
-  costs nothing in a derived network: the identity where "zero" is allowed, elsewhere
-  `hardware.stand_in` (the block's output shape, materialized, nothing computed)."""
-  blocks = space.blocks()
-  op = next(op for op in space.candidates if op != ZERO)
-  net = space.derive([op] * len(blocks), num_classes)
-  x = jnp.asarray(rng.uniform(-1, 1, (batch_size, space.image_size, space.image_size, 3)),
-                  jnp.float32)
-  variables = _random_variables(net, x.shape, rng)
-  # The replaced blocks' parameters are not arguments of the fixed part.
-  variables = {c: {k: v for k, v in tree.items() if not k.startswith("blocks_")}
-               for c, tree in variables.items()}
-  by_name = {f"blocks_{b.index}": b for b in blocks}
-
-  def run(variables, x):
-    def replace(next_fun, args, kwargs, context):
-      block = by_name.get(context.module.name)
-      if context.method_name != "__call__" or block is None:
-        return next_fun(*args, **kwargs)
-      if block.zero_allowed:
-        return args[0]
-      return hardware.stand_in(args[0], (batch_size, block.out_size, block.out_size,
-                                         block.c_out))
-
-    with nn.intercept_methods(replace):
-      return net.apply(variables, x, train=False)
-
-  return run, (variables, x)
+def _network_call(space: SearchSpace, choices: Sequence[str], num_classes: int,
+                  batch_size: int, rng: np.random.Generator) -> tuple[Any, tuple]:
+  """`(fn, (variables, x))`: one jitted call of the derived network, eval mode."""
+  net = space.derive(choices, num_classes)
+  shape = (batch_size, space.image_size, space.image_size, 3)
+  x = jnp.asarray(rng.uniform(-1, 1, shape), jnp.float32)
+  return (lambda variables, x: net.apply(variables, x, train=False),
+          (_random_variables(net, shape, rng), x))
 
 
 def _table_calls(space: SearchSpace, num_classes: int, batch_size: int, seed: int
@@ -595,18 +582,24 @@ def _table_calls(space: SearchSpace, num_classes: int, batch_size: int, seed: in
   """The calls a table times, and how their times become the table.
 
   Each distinct candidate block runs standalone in a chain (`hardware.chained`: one call of
-  `CHAIN_LENGTH` dependent blocks inside one executable, as blocks run in a network), and so
-  does what the fixed part (`_skeleton`) puts in its place (identity or stand-in, same
-  shapes); the entry is the difference per call, which cancels the chain's own cost. The
-  fixed part is timed as one call of the skeleton network.
+  `CHAIN_LENGTH` dependent blocks inside one executable, each reading its own weights, as
+  blocks run in a network); its entry is its time per call minus that of a chain of
+  identities on the same input (the chain's own cost: the dependency and the barrier). The
+  fixed part is the space's smallest network (`SearchSpace.smallest`) timed end to end minus
+  the entries of its blocks: what a network costs beyond its blocks, measured where it runs (a
+  standalone stem/head with stand-ins for the blocks measured 10-30% more than that on this
+  2-core CPU).
   """
   rng = np.random.default_rng(seed)
-  calls, names = [], []
-  references = {}
+  calls, names, reference_of, identities = [], [], {}, {}
   for block in space.blocks():
     shape = (batch_size, block.in_size, block.in_size, block.c_in)
+    if shape not in identities:
+      identities[shape] = len(calls)
+      calls.append((hardware.chained(lambda x: x, False), (jnp.zeros(shape, jnp.float32),)))
+      names.append(None)
     for op in space.candidates_for(block):
-      if op == ZERO or block_key(block, op) in names:
+      if op == ZERO or block_key(block, op) in reference_of:
         continue
       module = _block_module(block, op)
       fused = parse_op(op)[1] == 1 and jax.default_backend() == "cpu"  # depthwise first
@@ -614,22 +607,17 @@ def _table_calls(space: SearchSpace, num_classes: int, batch_size: int, seed: in
       copies = [_random_variables(module, shape, rng) for _ in range(hardware.CHAIN_LENGTH)]
       calls.append((hardware.chained(_each_call_own_weights(module), fused), (x, copies)))
       names.append(block_key(block, op))
-      reference = (shape, block.zero_allowed, block.out_size, block.c_out)
-      references.setdefault(reference, []).append(names[-1])
-  reference_of = {}
-  for (shape, identity, size, c_out), keys in references.items():
-    out_shape = (batch_size, size, size, c_out)
-    fn = (lambda x: x) if identity else functools.partial(hardware.stand_in,
-                                                          out_shape=out_shape)
-    calls.append((hardware.chained(fn, False), (jnp.zeros(shape, jnp.float32),)))
-    reference_of.update({k: len(calls) - 1 for k in keys})
-  calls.append(_skeleton(space, num_classes, batch_size, rng))
+      reference_of[names[-1]] = identities[shape]
+  smallest = space.smallest()
+  calls.append(_network_call(space, smallest, num_classes, batch_size, rng))
 
   def assemble(times: Sequence[float]) -> BlockLatencyTable:
     per_call = [t / hardware.CHAIN_LENGTH for t in times]
     entries = {k: max(per_call[i] - per_call[reference_of[k]], 0.0)
-               for i, k in enumerate(names)}
-    return BlockLatencyTable(entries=entries, fixed_ms=times[-1],
+               for i, k in enumerate(names) if k is not None}
+    blocks_ms = sum(entries[block_key(b, op)]
+                    for b, op in zip(space.blocks(), smallest) if op != ZERO)
+    return BlockLatencyTable(entries=entries, fixed_ms=max(times[-1] - blocks_ms, 0.0),
                              fixed=fixed_keys(space, num_classes), batch_size=batch_size,
                              device=_device_record())
 
@@ -644,10 +632,10 @@ def build_block_latency_table(space: SearchSpace, *, num_classes: int = 1000,
   Each distinct (input shape, output channels, stride, op) block runs as the derived network
   runs it (`InvertedResidual`, eval mode, float32, random weights, batch `batch_size`) under
   jit; its entry is its time per call in a chain of `hardware.CHAIN_LENGTH` dependent calls
-  minus that of what the fixed part puts in its place (`_table_calls`). `fixed_ms` is the whole
-  network with no searchable block computed (`_skeleton`). Every time is the median of
-  `repeats` interleaved rounds after compilation and `warmup` runs
-  (`hardware.interleaved_median_ms`). An entry is clamped at 0 (blocks cheaper than the noise).
+  minus that of a chain of identities (`_table_calls`). `fixed_ms` is the smallest network of
+  the space timed end to end minus its blocks' entries. Every time is the median of `repeats`
+  interleaved rounds after compilation and `warmup` runs (`hardware.interleaved_median_ms`).
+  Entries and `fixed_ms` are clamped at 0 (parts cheaper than the noise).
 
   Args:
     space: the search space.
@@ -658,15 +646,6 @@ def build_block_latency_table(space: SearchSpace, *, num_classes: int = 1000,
   """
   calls, assemble = _table_calls(space, num_classes, batch_size, seed)
   return assemble(hardware.interleaved_median_ms(calls, repeats=repeats, warmup=warmup))
-
-
-def _network_call(space: SearchSpace, choices: Sequence[str], num_classes: int,
-                  batch_size: int, rng: np.random.Generator) -> tuple[Any, tuple]:
-  net = space.derive(choices, num_classes)
-  shape = (batch_size, space.image_size, space.image_size, 3)
-  x = jnp.asarray(rng.uniform(-1, 1, shape), jnp.float32)
-  return (lambda variables, x: net.apply(variables, x, train=False),
-          (_random_variables(net, shape, rng), x))
 
 
 def check_block_latency_table(space: SearchSpace, table: BlockLatencyTable | None, *,

@@ -277,6 +277,13 @@ def test_check_returns_table_predictions_and_measurements(measured):
     P.check_block_latency_table(TINY, table, num_archs=1, batch_size=2, num_classes=5)
 
 
+def test_smallest_architecture_skips_what_it_can_and_takes_the_cheapest_mbconv():
+  demo = P.SearchSpace.demo()
+  assert demo.smallest() == ("3x3_MBConv3", "zero") * 3
+  space = P.SearchSpace(candidates=("7x7_MBConv6", "5x5_MBConv6", "7x7_MBConv3"))
+  assert set(space.smallest()) == {"7x7_MBConv3"}
+
+
 def test_sample_draws_allowed_ops_reproducibly():
   space = P.SearchSpace()
   first = [space.sample(np.random.default_rng(3)) for _ in range(2)]
