@@ -147,8 +147,17 @@ def _variables(state: training.ClassifierState) -> dict[str, Any]:
   return {"params": state.params["model"], "batch_stats": state.batch_stats}
 
 
+_PREDICTS: dict[str, Any] = {}
+
+
 def _predict(model: nn.Module):
-  return jax.jit(lambda variables, images: model.apply(variables, images, train=False))
+  """`(variables, images) -> logits`, jitted once per model configuration (a module's repr
+  lists its fields), so every evaluation of one architecture shares one compiled function."""
+  key = repr(model)
+  if key not in _PREDICTS:
+    _PREDICTS[key] = jax.jit(lambda variables, images: model.apply(variables, images,
+                                                                   train=False))
+  return _PREDICTS[key]
 
 
 def _accuracy(model: nn.Module, variables: Any, batches, top_k: int = 1) -> float:
