@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import itertools
 import json
 import math
 import os
@@ -543,7 +542,8 @@ def _random_variables(module: nn.Module, x_shape: Sequence[int], rng: np.random.
     if name == "kernel":
       fan_in = math.prod(leaf.shape[:-1])
       return jnp.asarray(rng.normal(0, fan_in ** -0.5, leaf.shape), leaf.dtype)
-    return jnp.full(leaf.shape, 1.0 if name in ("scale", "var") else 0.0, leaf.dtype)
+    return jnp.asarray(np.full(leaf.shape, 1.0 if name in ("scale", "var") else 0.0),
+                       leaf.dtype)
 
   return jax.tree_util.tree_map_with_path(fill, shapes)
 
@@ -554,17 +554,8 @@ def _block_module(block: SearchableBlock, op: str) -> InvertedResidual:
                           kernel_size=kernel)
 
 
-def _each_call_own_weights(module: nn.Module) -> Any:
-  """`(x, copies) -> y` for `hardware.chained`: the i-th call of a chain applies `module` with
-  the i-th of `CHAIN_LENGTH` variable copies, as a network's blocks each read their own
-  weights (not cache-hot ones) and take their own buffers as arguments of the call."""
-  calls = itertools.count()
-
-  def apply(x, copies):
-    variables = copies[next(calls) % hardware.CHAIN_LENGTH]
-    return module.apply(variables, x, train=False)
-
-  return apply
+def _apply_eval(module: nn.Module) -> Any:
+  return lambda x, variables: module.apply(variables, x, train=False)
 
 
 def _network_call(space: SearchSpace, choices: Sequence[str], num_classes: int,
@@ -582,13 +573,17 @@ def _table_calls(space: SearchSpace, num_classes: int, batch_size: int, seed: in
   """The calls a table times, and how their times become the table.
 
   Each distinct candidate block runs standalone in a chain (`hardware.chained`: one call of
-  `CHAIN_LENGTH` dependent blocks inside one executable, each reading its own weights, as
-  blocks run in a network); its entry is its time per call minus that of a chain of
-  identities on the same input (the chain's own cost: the dependency and the barrier). The
-  fixed part is the space's smallest network (`SearchSpace.smallest`) timed end to end minus
-  the entries of its blocks: what a network costs beyond its blocks, measured where it runs (a
-  standalone stem/head with stand-ins for the blocks measured 10-30% more than that on this
-  2-core CPU).
+  `CHAIN_LENGTH` dependent blocks inside one executable, as blocks run in a network); its
+  entry is its time per call minus that of a chain of identities on the same input (the
+  chain's own cost: the dependency and the barrier). The fixed part is the space's smallest
+  network (`SearchSpace.smallest`) timed end to end minus the entries of its blocks: what a
+  network costs beyond its blocks, measured where it runs.
+
+  Measured on the demo space on a loaded 2-core CPU, batch 1, in paired runs: a standalone
+  stem/head with stand-ins for the blocks as the fixed part predicted whole networks 10-30%
+  high, the smallest network minus its entries 1-13%; giving each chained call its own weight
+  copy (cold weights, as in a network) predicted 14-21% high against 1-13% for shared weights,
+  and no better at batch 64.
   """
   rng = np.random.default_rng(seed)
   calls, names, reference_of, identities = [], [], {}, {}
@@ -604,8 +599,8 @@ def _table_calls(space: SearchSpace, num_classes: int, batch_size: int, seed: in
       module = _block_module(block, op)
       fused = parse_op(op)[1] == 1 and jax.default_backend() == "cpu"  # depthwise first
       x = jnp.asarray(rng.uniform(-1, 1, shape), jnp.float32)
-      copies = [_random_variables(module, shape, rng) for _ in range(hardware.CHAIN_LENGTH)]
-      calls.append((hardware.chained(_each_call_own_weights(module), fused), (x, copies)))
+      calls.append((hardware.chained(_apply_eval(module), fused),
+                    (x, _random_variables(module, shape, rng))))
       names.append(block_key(block, op))
       reference_of[names[-1]] = identities[shape]
   smallest = space.smallest()
