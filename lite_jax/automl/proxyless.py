@@ -50,9 +50,10 @@ measured latency).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, NamedTuple, Sequence
 
 import flax.linen as nn
 import flax.serialization
@@ -698,17 +699,64 @@ def latency_targets(config, lut: LatencyLUT, supernet: SuperNet) -> list[tuple[s
 # ---------------------------------------------------------------------------------------------
 
 
+class CosineState(NamedTuple):
+  """`scale_by_cosine`'s state: the update count and the schedule itself, as data."""
+  count: jax.Array
+  peak: jax.Array
+  total: jax.Array
+
+
+def scale_by_cosine() -> optax.GradientTransformation:
+  """Scales updates by -lr, lr = peak (1 + cos(pi min(count / total, 1))) / 2, with peak and
+  total read from the state (`with_schedule`), so phases with different schedules share one
+  optimizer object and therefore one compiled step (the optimizer is static in the state)."""
+  def init(params):
+    del params
+    return CosineState(jnp.zeros([], jnp.int32), jnp.zeros([], jnp.float32),
+                       jnp.ones([], jnp.float32))
+
+  def update(updates, state, params=None):
+    del params
+    progress = jnp.minimum(state.count / state.total, 1.0)
+    lr = 0.5 * state.peak * (1.0 + jnp.cos(jnp.pi * progress))
+    return (jax.tree.map(lambda u: -lr * u, updates),
+            state._replace(count=state.count + 1))
+
+  return optax.GradientTransformation(init, update)
+
+
+def with_schedule(opt_state: Any, peak: float, total: int) -> Any:
+  """`opt_state` with its `CosineState` set to peak lr `peak` over `total` updates."""
+  def set_(node):
+    if isinstance(node, CosineState):
+      return node._replace(peak=jnp.float32(peak), total=jnp.float32(max(total, 1)))
+    return node
+  return jax.tree.map(set_, opt_state, is_leaf=lambda n: isinstance(n, CosineState))
+
+
+@functools.lru_cache(maxsize=None)
+def weight_optimizer(weight_decay: float, momentum: float, nesterov: bool
+                     ) -> optax.GradientTransformation:
+  """The reference's weight optimizer: L2 weight decay added to the gradient, SGD momentum
+  (Nesterov), cosine (`scale_by_cosine`); one object per setting. (`core.make_optimizer` has
+  no Nesterov switch.)"""
+  parts = [optax.add_decayed_weights(weight_decay)] if weight_decay else []
+  return optax.chain(*parts, optax.trace(decay=momentum, nesterov=nesterov), scale_by_cosine())
+
+
 def phase_optimizer(phase, total_steps: int) -> tuple[optax.GradientTransformation,
                                                       optax.Schedule]:
-  """The reference's weight optimizer: SGD (Nesterov by `optim.nesterov`), momentum, cosine
-  from `optim.learning_rate` to 0 over `total_steps`, L2 weight decay added to the gradient.
-  (`core.make_optimizer` has no Nesterov switch.)"""
+  """`phase.optim`'s optimizer and its schedule (cosine from `optim.learning_rate` to 0 over
+  `total_steps`; states must be made by `phase_state`)."""
   optim = phase.optim
-  schedule = optax.cosine_decay_schedule(optim.learning_rate, max(total_steps, 1))
-  parts = [optax.add_decayed_weights(optim.weight_decay)] if optim.weight_decay else []
-  parts += [optax.trace(decay=optim.momentum, nesterov=optim.nesterov),
-            optax.scale_by_learning_rate(schedule)]
-  return optax.chain(*parts), schedule
+  tx = weight_optimizer(float(optim.weight_decay), float(optim.momentum), bool(optim.nesterov))
+  return tx, optax.cosine_decay_schedule(optim.learning_rate, max(total_steps, 1))
+
+
+def phase_state(state: Any, phase, total_steps: int) -> Any:
+  """`state` (fresh optimizer state) with `phase`'s schedule over `total_steps`."""
+  return state.replace(opt_state=with_schedule(state.opt_state, phase.optim.learning_rate,
+                                               total_steps))
 
 
 def _run_phase(*, config, phase, directory: str, name: str, step_fn: Callable, batches: Any,
@@ -804,9 +852,10 @@ def warmup(s: Setup, config, workdir: str, lut: LatencyLUT) -> SearchState:
       step_fn=s.search_step(config, lut), batches=search_batches(
           s.data, config, phase.batch_size, total, with_arch=False),
       total_steps=total, schedule=schedule, mesh=s.mesh, summarize=summarize_search,
-      initial=lambda: _fresh_search_state(
-          s, config, s.supernet.init(core.init_key(config.seed), config.data.image_size), tx,
-          searching=False))
+      initial=lambda: phase_state(_fresh_search_state(
+          s, config, jax.jit(s.supernet.init, static_argnums=1)(core.init_key(config.seed),
+                                                                config.data.image_size), tx,
+          searching=False), phase, total))
 
 
 def search_one(s: Setup, config, workdir: str, warm: SearchState, name: str, ref_ms: float,
@@ -824,7 +873,8 @@ def search_one(s: Setup, config, workdir: str, warm: SearchState, name: str, ref
       step_fn=s.search_step(config, lut), batches=search_batches(
           s.data, config, phase.batch_size, total, with_arch=True),
       total_steps=total, schedule=schedule, mesh=s.mesh, summarize=summarize_search,
-      initial=lambda: _fresh_search_state(s, config, variables, tx, ref_ms))
+      initial=lambda: phase_state(_fresh_search_state(s, config, variables, tx, ref_ms),
+                                  phase, total))
   return state, write_search_result(s, state, directory, name, ref_ms, lut)
 
 
@@ -996,7 +1046,8 @@ def train(config, workdir: str, setup_: Setup | None = None) -> dict[str, Any]:
         config=config, phase=phase, directory=os.path.join(workdir, f"train_{net.name}"),
         name=f"train {net.name}", step_fn=training.make_step(
             model, label_smoothing=phase.label_smoothing), batches=batches, total_steps=total,
-        schedule=schedule, mesh=s.mesh, initial=lambda: _train_state(net, model, config, tx))
+        schedule=schedule, mesh=s.mesh,
+        initial=lambda: phase_state(_train_state(net, model, config, tx), phase, total))
     out[net.name] = {"arch": format_arch(net.choices), **_test_accuracy(s, config, model,
                                                                          state)}
   return {"networks": out}
