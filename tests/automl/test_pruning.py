@@ -97,11 +97,10 @@ def _randomized(model, image_size, seed):
   return jax.tree_util.tree_map_with_path(perturb, variables)
 
 
-@pytest.mark.parametrize("model", [
-    classifiers.PlainCNN(channels=(16, 24, 16), strides=(1, 2, 2)),
+@pytest.mark.parametrize("model, size", [
+    (classifiers.PlainCNN(channels=(16, 24, 16), strides=(1, 2, 2)), 16),
 ], ids=["plain_cnn"])
-def test_exported_model_equals_the_masked_model(model):
-  size = 16
+def test_exported_model_equals_the_masked_model(model, size):
   images = jax.random.normal(jax.random.key(5), (6, size, size, 3))
   variables = _randomized(model, size, 0)
   layers = list_layers(model, variables, images[:1], train=False)
@@ -156,3 +155,25 @@ def test_channel_list_errors():
     pruning.check_widths(plan, [4, 8, 8, 8, 8, 8])
   with pytest.raises(UserError, match=r"in \[1, 32\]"):
     pruning.check_widths(plan, [3, 40, 8, 8, 8, 8])
+
+
+def test_mobilenet_v2_export_cuts_the_producer_and_depthwise_to_the_kept_channels():
+  """Shapes only (nothing compiled): the exported tree fits the smaller module exactly."""
+  model = classifiers.TinyMobileNetV2()
+  image = jax.ShapeDtypeStruct((1, 16, 16, 3), jnp.float32)
+  abstract = jax.eval_shape(model.init, jax.random.key(0), image)
+  variables = jax.tree.map(lambda a: np.ones(a.shape, a.dtype), abstract)
+  plan = pruning.pruning_plan(model, list_layers(model, abstract, image))
+  assert [u.producer for u in plan] == [None, "stem", "blocks_1/expand", "blocks_2/expand",
+                                        "blocks_3/expand"]
+  assert plan[1].followers == ("blocks_0/depthwise",)
+  rng = np.random.default_rng(0)
+  features = {u.path: pruning.Features(rng.normal(size=(50, 1, 1, u.channels)),
+                                       rng.normal(size=(50, u.layer.c_out)))
+              for u in plan[1:]}
+  widths = [3, 8, 48, 72, 96]
+  small = pruning.pruned_model(model, plan, widths)
+  exported = pruning.Pruner(variables, plan, features).exported(widths)
+  expected = jax.eval_shape(small.init, jax.random.key(0), image)
+  assert jax.tree.map(np.shape, exported) == jax.tree.map(lambda a: a.shape, expected)
+  assert exported["params"]["blocks_0"]["depthwise"]["conv"]["kernel"].shape == (3, 3, 1, 8)
