@@ -192,3 +192,24 @@ def test_user_errors():
     TinyMobileNetV2().init(jax.random.key(0), jnp.zeros((32, 32, 3)))
   with pytest.raises(UserError, match="image_size"):
     profile_classifier(TinyMobileNetV2(), 0)
+
+
+def test_plain_cnn_and_explicit_widths_for_pruned_models():
+  # By hand: 3x3 convs 3->32 (16x16 out), 32->64 (16x16), 64->64 (8x8), 64->128 (8x8),
+  # 128->128 (4x4), FC 128->10; BatchNorm scale + bias per channel.
+  macs = (27 * 32 * 256 + 288 * 64 * 256 + 576 * 64 * 64 + 576 * 128 * 64 + 1152 * 128 * 16
+          + 128 * 10)
+  params = (27 * 32 + 288 * 64 + 576 * 64 + 576 * 128 + 1152 * 128 + 2 * (32 + 64 + 64 + 128
+                                                                            + 128) + 1290)
+  profile = profile_classifier(build_classifier("plain_cnn", num_classes=10), 32)
+  assert profile == {"params": params, "macs": macs, "quantizable_layers": 6}
+  images = jax.ShapeDtypeStruct((1, 32, 32, 3), jnp.float32)
+  pruned = _layers(MobileNetV2(num_classes=10, hidden_channels=(32,) + (40,) * 16), images)
+  assert [l.c_out for l in pruned if l.path == "blocks_3/expand/conv"] == [40]
+  pruned = _layers(ResNet50(num_classes=10, inner_channels=((8, 16),) * 16), images)
+  assert [(l.c_in, l.c_out) for l in pruned if l.path.startswith("layer1_0/conv")] == [
+      (64, 8), (8, 16), (16, 256)]
+  with pytest.raises(UserError, match="one width per block"):
+    _layers(MobileNetV2(num_classes=10, hidden_channels=(32,)), images)
+  with pytest.raises(UserError, match="16 bottlenecks"):
+    _layers(ResNet50(num_classes=10, inner_channels=((8, 8),)), images)
