@@ -10,7 +10,10 @@ Presets (`--config=experiments/configs/proxyless_nas.py:PRESET`, or a flagfile n
   references make `mul#log`'s log ref negative), derives both networks, measures them end to
   end, fine-tunes them from the super-network's weights and evaluates. Deviations from the
   paper to fit minutes on 2 cores: a few epochs, and the architecture lr raised to 0.05 (Adam
-  moves alpha by about lr per update, and the demo has ~20 updates per target).
+  moves alpha by about lr per update, and the demo has ~20 updates per target). Measured (8 min
+  25 s on 2 shared CPU cores): the 0.2x target's network runs in 0.654 ms (table estimate
+  0.701, +7.2%), the 2x target's in 0.737 ms (estimate 0.776, +5.3%); test accuracy 87.8 and
+  89.9 after 2 epochs of fine-tuning.
     python -m experiments.proxyless_nas --flagfile=experiments/flags/proxyless_demo.flags
 * `tiny`: the same pipeline on a two-block space at 16x16, shrunk for tests (seconds).
 * `paper_mobile`: the paper's ImageNet search for the mobile target: 21 blocks, 40 warm-up
@@ -129,13 +132,15 @@ def get_config(preset: str = "demo") -> ml_collections.ConfigDict:
     c.latency.ref_fractions = "0.2,2"
     c.latency.repeats = 15
     c.latency.check_archs = 3
-    c.warmup = _phase(1.0, 64, 0.05)
+    # Uniformly sampled paths sit on the grating task's initial plateau for ~150 steps
+    # (a fixed path: ~50), so the warm-up gets most of the time.
+    c.warmup = _phase(4.0, 64, 0.05)
     c.search = _phase(1.5, 64, 0.025)
     c.search.mode = "two"
     c.search.arch_lr = 0.05
     c.search.arch_every = 5
     c.search.arch_batch_size = 64
-    c.train = _phase(1.0, 64, 0.01)
+    c.train = _phase(2.0, 64, 0.02)
     c.train.arch = ""
     c.train.init = "supernet"
     for phase in (c.warmup, c.search, c.train):
