@@ -249,13 +249,19 @@ def run_episode(agent_state: DDPGState, agent: DDPG, flops: FlopsModel, states: 
       sigma=None if warm else agent.sigma(episode), metrics=metrics)
 
 
-def uniform_widths(flops: FlopsModel, budget: float, bounds: Bounds) -> tuple[list[int], float]:
+def uniform_widths(flops: FlopsModel, budget: float, bounds: Bounds, multiple: int = 1
+                   ) -> tuple[list[int], float]:
   """The widest uniform keep ratio within `budget` (the hand-crafted peer): every prunable
-  layer but the first at `round_width(c, r)`; `(widths, r)`."""
+  layer but the first at `round_width(c, r, multiple)`; `(widths, r)`.
+
+  `multiple` is 1 by default, not the search's 8: the peer then comes as close to the budget as
+  whole channels allow. On a small network, steps of 8 channels are coarse (the demo's widest
+  uniform width in multiples of 8 keeps only 0.42x of a 0.5x budget), and a peer with fewer
+  FLOPs than the searched network would flatter the search.
+  """
   plan = flops.plan
   for r in np.linspace(1.0, bounds.lbound, 801):
-    widths = [plan[0].channels] + [round_width(u.channels, r, bounds.multiple)
-                                   for u in plan[1:]]
+    widths = [plan[0].channels] + [round_width(u.channels, r, multiple) for u in plan[1:]]
     if flops(widths) <= budget:
       return widths, float(r)
   check_budget(flops, bounds, budget)
