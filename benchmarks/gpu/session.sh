@@ -2,11 +2,11 @@
 # Run THERE, on the lent GPU machine, as the `run` command (carry: [".whl"]):
 #   bash benchmarks/gpu/session.sh tests pvcnn lite_transformer      # first call, <= 7.5 minutes
 #   bash benchmarks/gpu/session.sh gan_compression leakage           # second call, <= 4 minutes
-#   bash benchmarks/gpu/session.sh haq                               # if time is left, <= 2 minutes
+#   bash benchmarks/gpu/session.sh haq automl                        # if time is left, <= 4 minutes
 # Each stage runs under its own time cap, so one slow stage cannot eat the others' time, and
 # writes its JSON lines and log under $OUT (they come back even when a stage is cut off).
-# The caps add up to ~11.5 minutes, which with the machine's start fits the 15 minutes of
-# device time a session gets. Copy the numbers with the device name into benchmarks/RESULTS.md.
+# The first two calls' caps add up to ~11.5 minutes, which with the machine's start fits the 15
+# minutes of device time a session gets; the third runs only when a session has time left. Copy the numbers with the device name into benchmarks/RESULTS.md.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 out="${OUT:-gpu_results}"
@@ -39,7 +39,9 @@ for what in "$@"; do
     gan_compression) stage gan_compression 120 python3 -m benchmarks.gan_compression ;;
     leakage) stage leakage 120 python3 -m benchmarks.leakage ;;
     haq) stage haq 120 python3 -m benchmarks.haq --width=1 --image_size=224 --batch=64 ;;
-    *) echo "unknown stage $what (tests, pvcnn, lite_transformer, gan_compression, leakage, haq)"
+    automl) stage automl 120 python3 -m benchmarks.automl --space=imagenet --search_batch=64 ;;
+    *) echo "unknown stage $what (tests, pvcnn, lite_transformer, gan_compression, leakage, haq," \
+            "automl)"
        exit 2 ;;
   esac
 done
