@@ -39,26 +39,13 @@ from __future__ import annotations
 
 import ml_collections
 
+from experiments.configs.automl_common import data_config, sgd_phase
 from lite_jax.core.errors import UserError
-from lite_jax.core.loop import train_config
 from lite_jax.core.mesh import mesh_config
 
 PRESETS = ("demo", "tiny", "mobilenetv1_0p5flops", "mobilenetv1_0p5flops_reference",
            "mobilenetv2_0p7flops", "resnet50_0p5flops", "cifar10_plain_cnn")
 REFERENCE_MOBILENET_V1_CHANNELS = "3,24,48,96,80,192,200,328,352,368,360,328,400,736,752"
-
-
-def _phase(epochs: float, batch_size: int, learning_rate: float, weight_decay: float
-           ) -> ml_collections.ConfigDict:
-  """SGD momentum 0.9 with a cosine lr (the reference's fine-tuning), on core.loop."""
-  c = train_config(log_every_steps=100, checkpoint_every_steps=1000, keep_checkpoints=2)
-  c.num_epochs = epochs
-  c.batch_size = batch_size
-  c.optim = ml_collections.ConfigDict(dict(
-      optimizer="sgd", momentum=0.9, learning_rate=learning_rate, schedule="cosine",
-      warmup_steps=0, warmup_init_lr=0.0, min_lr=0.0, weight_decay=weight_decay, clip_norm=0.0,
-      grad_accum_steps=1))
-  return c
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -69,14 +56,8 @@ def base_config() -> ml_collections.ConfigDict:
   # Kept input channels per prunable layer, the image's first ('' = the search's best).
   c.channels = ""
 
-  c.data = ml_collections.ConfigDict()
-  # digits | synthetic | tfds:cifar10 | tfds:imagenet2012 | folder:PATH
-  c.data.source = "folder:"
-  c.data.subset = ""
-  c.data.data_dir = ""  # prepared tfds datasets / the ArrayRecord copy ('' = <workdir>/data)
-  c.data.image_size = 224
-  c.data.holdout_size = 3_000  # held out from train: the reward's images (reference: 3,000)
-  c.data.eval_batch_size = 250
+  # Held out from train: the reward's images (reference: 3,000).
+  c.data = data_config(holdout_size=3_000, eval_batch_size=250)
 
   c.model = ml_collections.ConfigDict()
   c.model.name = "mobilenet_v1"
@@ -92,7 +73,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.amc.calibration_images = 3_000  # reference: 60 batches x 50 images
   c.amc.positions_per_image = 10
 
-  c.pretrain = _phase(150.0, 256, 0.05, 4e-5)  # the full model (the reference starts trained)
+  c.pretrain = sgd_phase(150.0, 256, 0.05, 4e-5)  # the full model (the reference starts trained)
 
   c.search = ml_collections.ConfigDict()
   c.search.episodes = 800
@@ -101,7 +82,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.search.seed = 2018
   c.search.checkpoint_every_episodes = 20
 
-  c.finetune = _phase(150.0, 256, 0.05, 4e-5)
+  c.finetune = sgd_phase(150.0, 256, 0.05, 4e-5)
 
   c.mesh = mesh_config()
   return c
@@ -119,20 +100,20 @@ def get_config(preset: str = "demo") -> ml_collections.ConfigDict:
   elif preset == "mobilenetv2_0p7flops":
     c.model.name = "mobilenet_v2"
     c.amc.preserve_ratio = 0.7
-    c.finetune = _phase(150.0, 256, 0.05, 4e-5)
+    c.finetune = sgd_phase(150.0, 256, 0.05, 4e-5)
   elif preset == "resnet50_0p5flops":
     c.model.name = "resnet50"
     c.amc.calibration_images = 1_000  # 3x3 patches of 512 channels: 18 MB per 1,000 rows
-    c.pretrain = _phase(90.0, 256, 0.1, 1e-4)
-    c.finetune = _phase(30.0, 256, 0.01, 1e-4)
+    c.pretrain = sgd_phase(90.0, 256, 0.1, 1e-4)
+    c.finetune = sgd_phase(30.0, 256, 0.01, 1e-4)
   elif preset == "cifar10_plain_cnn":
     c.data.source = "tfds:cifar10"
     c.data.image_size = 32
     c.model.name = "plain_cnn"
     c.model.width = 2.0
     c.amc.acc_metric = "top1"
-    c.pretrain = _phase(60.0, 128, 0.05, 5e-4)
-    c.finetune = _phase(20.0, 128, 0.01, 5e-4)
+    c.pretrain = sgd_phase(60.0, 128, 0.05, 5e-4)
+    c.finetune = sgd_phase(20.0, 128, 0.01, 5e-4)
     c.search.episodes = 400
   elif preset in ("demo", "tiny"):
     c.data.source = "synthetic"
@@ -142,12 +123,12 @@ def get_config(preset: str = "demo") -> ml_collections.ConfigDict:
     c.model.name = "plain_cnn"
     c.amc.acc_metric = "top1"  # 10 classes: top-5 saturates
     c.amc.calibration_images = 500
-    c.pretrain = _phase(8.0, 64, 0.05, 4e-5)
+    c.pretrain = sgd_phase(8.0, 64, 0.05, 4e-5)
     c.pretrain.log_every_steps = 20
     c.search.episodes = 300
     c.search.sigma_decay = 0.98
     c.search.checkpoint_every_episodes = 25
-    c.finetune = _phase(3.0, 64, 0.005, 4e-5)
+    c.finetune = sgd_phase(3.0, 64, 0.005, 4e-5)
     c.finetune.log_every_steps = 20
     if preset == "tiny":
       c.data.source = "digits"

@@ -39,30 +39,12 @@ from __future__ import annotations
 
 import ml_collections
 
+from experiments.configs.automl_common import data_config, sgd_phase
 from lite_jax.core.errors import UserError
-from lite_jax.core.loop import train_config
 from lite_jax.core.mesh import mesh_config
 
 PRESETS = ("demo", "tiny", "mobilenetv2_latency0p6", "resnet50_kmeans_size0p1",
            "cifar10_mobilenetv2")
-
-
-def _optim(learning_rate: float, weight_decay: float, schedule: str = "cosine"
-           ) -> ml_collections.ConfigDict:
-  """SGD with momentum 0.9 (the reference's fine-tuning optimizer); core.make_optimizer."""
-  return ml_collections.ConfigDict(dict(
-      optimizer="sgd", momentum=0.9, learning_rate=learning_rate, schedule=schedule,
-      warmup_steps=0, warmup_init_lr=0.0, min_lr=0.0, weight_decay=weight_decay, clip_norm=0.0,
-      grad_accum_steps=1))
-
-
-def _phase(epochs: float, batch_size: int, learning_rate: float, weight_decay: float
-           ) -> ml_collections.ConfigDict:
-  c = train_config(log_every_steps=100, checkpoint_every_steps=1000, keep_checkpoints=2)
-  c.num_epochs = epochs
-  c.batch_size = batch_size
-  c.optim = _optim(learning_rate, weight_decay)
-  return c
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -71,16 +53,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.preset = ""
   c.seed = 0
 
-  c.data = ml_collections.ConfigDict()
-  # digits | synthetic | tfds:cifar10 | tfds:imagenet2012 | folder:PATH (see
-  # data/image_classification.py); `subset` keeps the reference's ImageNet-100 classes.
-  c.data.source = "folder:"
-  c.data.subset = ""
-  c.data.data_dir = ""  # prepared tfds datasets / the ArrayRecord copy ('' = <workdir>/data)
-  c.data.image_size = 224
-  c.data.holdout_size = 10_000  # held out from train: the search's reward set
+  c.data = data_config(holdout_size=10_000)  # held out from train: the search's reward set
   c.data.search_train_size = 20_000  # the training subset each episode fine-tunes on
-  c.data.eval_batch_size = 256
 
   c.model = ml_collections.ConfigDict()
   c.model.name = "mobilenet_v2"  # lite_jax.automl.classifiers.build_classifier
@@ -101,7 +75,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.cost.preserve_ratio = 0.6  # budget: this fraction of the all-8-bit cost (fp32 for size)
   c.cost.batch_size = 16  # the batch the latency is of (the reference's table: 16)
 
-  c.pretrain = _phase(150.0, 256, 0.05, 4e-5)  # the fp32 model (reference: 150 epochs)
+  c.pretrain = sgd_phase(150.0, 256, 0.05, 4e-5)  # the fp32 model (reference: 150 epochs)
 
   c.search = ml_collections.ConfigDict()
   c.search.episodes = 600
@@ -113,7 +87,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.search.learning_rate = 1e-3  # SGD momentum 0.9, constant
   c.search.checkpoint_every_episodes = 10
 
-  c.finetune = _phase(30.0, 256, 0.01, 4e-5)
+  c.finetune = sgd_phase(30.0, 256, 0.01, 4e-5)
   c.finetune.policy = ""  # 'w,a;w,a;...' per layer ('' = the search's best policy)
 
   c.mesh = mesh_config()
@@ -135,14 +109,14 @@ def get_config(preset: str = "demo") -> ml_collections.ConfigDict:
     c.cost.preserve_ratio = 0.1
     c.search.batch_size = 256
     c.data.holdout_size = 10_000
-    c.pretrain = _phase(90.0, 256, 0.1, 1e-4)
-    c.finetune = _phase(100.0, 256, 1e-3, 1e-4)
+    c.pretrain = sgd_phase(90.0, 256, 0.1, 1e-4)
+    c.finetune = sgd_phase(100.0, 256, 1e-3, 1e-4)
     c.finetune.policy = ""
   elif preset == "cifar10_mobilenetv2":
     c.data.source = "tfds:cifar10"
     c.data.image_size = 32
     c.data.holdout_size = 5_000
-    c.pretrain = _phase(150.0, 128, 0.05, 4e-5)
+    c.pretrain = sgd_phase(150.0, 128, 0.05, 4e-5)
   elif preset in ("demo", "tiny"):
     # Oriented gratings in noise (data/image_classification.py): learnable but not saturated,
     # so uniform low bits cost accuracy and the search has something to find (on digits,
@@ -156,14 +130,14 @@ def get_config(preset: str = "demo") -> ml_collections.ConfigDict:
     c.cost.kind = "bitserial_edge"
     c.cost.batch_size = 1
     c.cost.preserve_ratio = 0.5  # uniform 5 bits fit (6 do not); the paper's 0.6 fits 6 bits
-    c.pretrain = _phase(8.0, 64, 0.05, 4e-5)
+    c.pretrain = sgd_phase(8.0, 64, 0.05, 4e-5)
     c.pretrain.log_every_steps = 20
     c.search.episodes = 100
     c.search.sigma_decay = 0.98  # sigma 0.5 -> 0.1 over the 80 episodes after warm-up
     c.search.finetune_epochs = 1.0
     c.search.batch_size = 64
     c.search.learning_rate = 5e-3
-    c.finetune = _phase(2.0, 64, 0.01, 4e-5)
+    c.finetune = sgd_phase(2.0, 64, 0.01, 4e-5)
     c.finetune.policy = ""
     c.finetune.log_every_steps = 20
     if preset == "tiny":

@@ -54,14 +54,6 @@ class Setup:
   full: training.ClassifierState | None = None  # the trained full model, once a phase has it
 
 
-def _num_classes(config) -> int:
-  if config.data.subset == "imagenet100":
-    return 100
-  if config.data.source in ("digits", "synthetic", "tfds:cifar10"):
-    return 10
-  return 1000
-
-
 def setup(config, workdir: str, *, with_data: bool = True) -> Setup:
   a = config.amc
   if not 0 < a.preserve_ratio <= 1:
@@ -70,12 +62,9 @@ def setup(config, workdir: str, *, with_data: bool = True) -> Setup:
     raise UserError(f"config.amc.acc_metric must be top1 or top5, got {a.acc_metric!r}.")
   if a.reward not in amc_env.REWARDS:
     raise UserError(f"config.amc.reward must be one of {amc_env.REWARDS}, got {a.reward!r}.")
-  data, num_classes = None, _num_classes(config)
+  data, num_classes = None, training.num_classes_of(config)
   if with_data:
-    data = image_data.load_classification(
-        config.data.source, subset=config.data.subset or None, image_size=config.data.image_size,
-        holdout_size=config.data.holdout_size, data_dir=config.data.data_dir or
-        os.path.join(workdir, "data"), seed=config.seed)
+    data = training.load_data(config, workdir)
     num_classes = data.num_classes
   model = classifiers.build_classifier(config.model.name, num_classes=num_classes,
                                        width=config.model.width)

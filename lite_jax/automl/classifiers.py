@@ -111,8 +111,8 @@ class ConvBN(nn.Module):
     return x if self.activation is None else self.activation(x)
 
 
-def _classify(x: jax.Array, num_classes: int, dropout_rate: float, train: bool, dtype: Any,
-              param_dtype: Any) -> jax.Array:
+def classify_pooled(x: jax.Array, num_classes: int, dropout_rate: float, train: bool,
+                    dtype: Any, param_dtype: Any) -> jax.Array:
   """Global average pool, dropout and the FC `classifier`, inside the calling module.
 
   Args:
@@ -192,7 +192,7 @@ class MobileNetV1(nn.Module):
     x = ConvBN(stem, 3, 2, activation=nn.relu, name="stem", **kw)(x, train)
     for i, (features, (_, stride)) in enumerate(zip(blocks, MOBILENET_V1_BLOCKS)):
       x = DepthwiseSeparable(features, stride, name=f"blocks_{i}", **kw)(x, train)
-    return _classify(x, self.num_classes, 0.0, train, **kw)
+    return classify_pooled(x, self.num_classes, 0.0, train, **kw)
 
 
 class InvertedResidual(nn.Module):
@@ -310,7 +310,7 @@ class MobileNetV2(nn.Module):
       x = InvertedResidual(hidden, features, stride, expand=expansion != 1, name=f"blocks_{i}",
                            **kw)(x, train)
     x = ConvBN(self.head_channels(), 1, activation=jax.nn.relu6, name="head", **kw)(x, train)
-    return _classify(x, self.num_classes, self.dropout_rate, train, **kw)
+    return classify_pooled(x, self.num_classes, self.dropout_rate, train, **kw)
 
 
 class TinyMobileNetV2(MobileNetV2):
@@ -401,7 +401,7 @@ class ResNet50(nn.Module):
         x = Bottleneck(make_divisible(features * self.width), stride if j == 0 else 1,
                        inner=inner, name=f"layer{stage}_{j}", **kw)(x, train)
         index += 1
-    return _classify(x, self.num_classes, 0.0, train, **kw)
+    return classify_pooled(x, self.num_classes, 0.0, train, **kw)
 
 
 class PlainCNN(nn.Module):
@@ -446,7 +446,7 @@ class PlainCNN(nn.Module):
     kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
     for i, (features, stride) in enumerate(zip(self.widths(), self.strides)):
       x = ConvBN(features, 3, stride, activation=nn.relu, name=f"conv_{i}", **kw)(x, train)
-    return _classify(x, self.num_classes, 0.0, train, **kw)
+    return classify_pooled(x, self.num_classes, 0.0, train, **kw)
 
 
 CLASSIFIERS: dict[str, type[nn.Module]] = {

@@ -104,15 +104,6 @@ def reference_policy(config, num_layers: int) -> Policy:
   return [(8, 8)] * num_layers
 
 
-def _num_classes(config) -> int:
-  """The classes of the configured data, known without loading it (for profiles)."""
-  if config.data.subset == "imagenet100":
-    return 100
-  if config.data.source in ("digits", "synthetic", "tfds:cifar10"):
-    return 10
-  return 1000
-
-
 def setup(config, workdir: str, *, with_data: bool = True) -> Setup:
   if config.quant.method not in ("linear", "kmeans"):
     raise UserError(f"unknown config.quant.method {config.quant.method!r}; choose linear or "
@@ -124,12 +115,9 @@ def setup(config, workdir: str, *, with_data: bool = True) -> Setup:
     raise UserError(f"config.cost.preserve_ratio must be in (0, 1], got "
                     f"{config.cost.preserve_ratio}.")
   data = None
-  num_classes = _num_classes(config)
+  num_classes = training.num_classes_of(config)
   if with_data:
-    data = image_data.load_classification(
-        config.data.source, subset=config.data.subset or None, image_size=config.data.image_size,
-        holdout_size=config.data.holdout_size, data_dir=config.data.data_dir or
-        os.path.join(workdir, "data"), seed=config.seed)
+    data = training.load_data(config, workdir)
     num_classes = data.num_classes
   model = build_model(config, num_classes)
   variables = jax.eval_shape(

@@ -43,7 +43,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from lite_jax.automl import hardware
-from lite_jax.automl.classifiers import ConvBN, InvertedResidual, _classify
+from lite_jax.automl.classifiers import ConvBN, InvertedResidual, classify_pooled
 from lite_jax.core.errors import UserError
 
 # The reference's candidate names: "{k}x{k}_MBConv{expand}", and "zero" (skip the block).
@@ -306,7 +306,7 @@ class ProxylessNet(nn.Module):
       x = InvertedResidual(x.shape[-1] * expand, features, stride, expand=expand != 1,
                            kernel_size=kernel, name=f"blocks_{i}", **kw)(x, train)
     x = ConvBN(self.last_channels, 1, activation=jax.nn.relu6, name="head", **kw)(x, train)
-    return _classify(x, self.num_classes, self.dropout_rate, train, **kw)
+    return classify_pooled(x, self.num_classes, self.dropout_rate, train, **kw)
 
 
 # ---------------------------------------------------------------------------------------------

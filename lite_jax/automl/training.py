@@ -13,6 +13,7 @@ state its caller builds; this module holds what they share:
 
 from __future__ import annotations
 
+import os
 from typing import Any, Callable, Iterable, Sequence
 
 import flax.linen as nn
@@ -36,6 +37,25 @@ class ClassifierState(core.TrainState):
   batch_stats: Any = None
   bits: Any = None
   codebooks: Any = None
+
+
+def num_classes_of(config: ml_collections.ConfigDict) -> int:
+  """The classes of `config.data`, known without loading it (for profiles)."""
+  if config.data.get("subset", "") == "imagenet100":
+    return 100
+  if config.data.source in ("digits", "synthetic", "tfds:cifar10"):
+    return 10
+  return 1000
+
+
+def load_data(config: ml_collections.ConfigDict, workdir: str
+              ) -> image_data.ClassificationData:
+  """`config.data` loaded (`data/image_classification.py`): `source`, `subset` (if any),
+  `image_size`, `holdout_size` (held out from train), `data_dir` (default `<workdir>/data`)."""
+  return image_data.load_classification(
+      config.data.source, subset=config.data.get("subset", "") or None,
+      image_size=config.data.image_size, holdout_size=config.data.holdout_size,
+      data_dir=config.data.data_dir or os.path.join(workdir, "data"), seed=config.seed)
 
 
 def image_shape(image_size: int, batch_size: int = 1) -> tuple[int, int, int, int]:
@@ -70,18 +90,20 @@ def make_step(model: nn.Module, signed_inputs: frozenset[str] = frozenset(), *,
               label_smoothing: float = 0.0) -> Callable:
   """`(state, batch) -> (state, metrics)`: cross-entropy (optionally label-smoothed) on
   `batch["image"]: [B, H, W, 3]`, `batch["label"]: [B]`; quantized when `state.bits` is set,
-  k-means clusters snapped back to their means after the update when `state.codebooks` is."""
+  k-means clusters snapped back to their means after the update when `state.codebooks` is;
+  dropout keyed by `state.step_key()`."""
   qapply = quant.quantized_apply(model, signed_inputs=signed_inputs)
 
   def step(state: ClassifierState, batch: dict[str, jax.Array]):
     def loss_fn(params):
       variables = {"params": params["model"], "batch_stats": state.batch_stats}
+      # Dropout (classifiers with `dropout_rate` > 0) draws from the step's own key.
+      kwargs = dict(train=True, mutable=["batch_stats"], rngs={"dropout": state.step_key()})
       if state.bits is None:
-        logits, updates = model.apply(variables, batch["image"], train=True,
-                                      mutable=["batch_stats"])
+        logits, updates = model.apply(variables, batch["image"], **kwargs)
       else:
         logits, updates = qapply(variables, params["clips"], state.bits, batch["image"],
-                                 train=True, mutable=["batch_stats"])
+                                 **kwargs)
       labels = jax.nn.one_hot(batch["label"], logits.shape[-1])
       if label_smoothing:
         labels = optax.smooth_labels(labels, label_smoothing)
