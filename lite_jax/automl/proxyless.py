@@ -421,6 +421,10 @@ class LatencyLUT:
     matrix = np.where(supernet.mask, matrix, 0.0)
     return cls(matrix.astype(np.float32), float(table.fixed_ms))
 
+  def step_args(self) -> tuple[np.ndarray, np.ndarray]:
+    """(matrix, fixed_ms) as `make_search_step`'s arguments."""
+    return self.matrix, np.float32(self.fixed_ms)
+
   def estimate(self, columns: Sequence[int]) -> float:
     """Latency (ms) of the architecture with these columns."""
     return self.fixed_ms + float(sum(self.matrix[i, j] for i, j in enumerate(columns)))
@@ -476,9 +480,12 @@ class SearchState(training.ClassifierState):
   alpha_tx: Any = flax.struct.field(pytree_node=False, default=None)
 
 
+@functools.lru_cache(maxsize=None)
 def arch_optimizer(learning_rate: float, b1: float = 0.0, b2: float = 0.999,
                    eps: float = 1e-8) -> optax.GradientTransformation:
-  """Adam on alpha; the reference's betas (0, 0.999): no first moment."""
+  """Adam on alpha; the reference's betas (0, 0.999): no first moment. One object per setting
+  (cached): it is static in `SearchState`, so a new object would make the warm-up, every
+  target's search and a resumed search in the same process each retrace their step."""
   return optax.adam(learning_rate, b1=b1, b2=b2, eps=eps)
 
 
@@ -513,18 +520,23 @@ class SearchSettings:
 
 
 def make_search_step(supernet: SuperNet, settings: SearchSettings) -> Callable:
-  """`(state, batch) -> (state, metrics)`: one weight step on a sampled path, then, when
-  `state.searching` and the new step count is a multiple of `arch_every`, one architecture
-  step on the held-out batch against `state.ref_ms`. In the warm-up (`searching` False) paths
-  are sampled uniformly and alpha stays.
+  """`(state, batch[, lut_matrix, fixed_ms]) -> (state, metrics)`: one weight step on a
+  sampled path, then, when `state.searching` and the new step count is a multiple of
+  `arch_every`, one architecture step on the held-out batch against `state.ref_ms`. In the
+  warm-up (`searching` False) paths are sampled uniformly and alpha stays.
 
   batch: `image` [B, H, W, 3], `label` [B] (train); `arch_image`, `arch_label` (held out, read
-  on architecture steps only).
+  on architecture steps only). `lut_matrix` [num_blocks, K] and `fixed_ms` [] default to
+  `settings.lut`'s numbers, compiled in as constants; the pipeline passes them as arguments, so
+  its compiled step does not depend on measured timings and a later process (a resumed run,
+  the tests) finds it in the persistent compilation cache.
   """
   mask = jnp.asarray(supernet.mask)
-  lut, fixed = jnp.asarray(settings.lut.matrix), settings.lut.fixed_ms
 
-  def step(state: SearchState, batch: dict[str, jax.Array]):
+  def step(state: SearchState, batch: dict[str, jax.Array], lut_matrix: Any = None,
+           fixed_ms: Any = None):
+    lut = jnp.asarray(settings.lut.matrix if lut_matrix is None else lut_matrix)
+    fixed = settings.lut.fixed_ms if fixed_ms is None else fixed_ms
     weight_key, arch_key = jax.random.split(state.step_key())
     alpha = jnp.where(state.searching, state.alpha, 0.0)  # warm-up: uniform paths
     active, _ = sample_paths(weight_key, alpha, mask, settings.mode)
@@ -761,10 +773,12 @@ def phase_state(state: Any, phase, total_steps: int) -> Any:
 
 def _run_phase(*, config, phase, directory: str, name: str, step_fn: Callable, batches: Any,
                total_steps: int, initial: Callable[[], Any], schedule: optax.Schedule,
-               mesh: Any, summarize: Callable = core.loop.mean_over_steps) -> Any:
+               mesh: Any, summarize: Callable = core.loop.mean_over_steps,
+               step_args: tuple = ()) -> Any:
   """Runs (or resumes, or finds finished) one phase; its final state."""
   first = initial()
   loop = core.TrainLoop(directory=directory, step_fn=step_fn, batches=batches,
+                        step_args=step_args,
                         total_steps=total_steps, intervals=phase, mesh=mesh, config=config,
                         learning_rate=lambda step: schedule(step - 1), summarize=summarize,
                         name=name)
@@ -852,7 +866,7 @@ def warmup(s: Setup, config, workdir: str, lut: LatencyLUT) -> SearchState:
       step_fn=s.search_step(config, lut), batches=search_batches(
           s.data, config, phase.batch_size, total, with_arch=False),
       total_steps=total, schedule=schedule, mesh=s.mesh, summarize=summarize_search,
-      initial=lambda: phase_state(_fresh_search_state(
+      step_args=lut.step_args(), initial=lambda: phase_state(_fresh_search_state(
           s, config, jax.jit(s.supernet.init, static_argnums=1)(core.init_key(config.seed),
                                                                 config.data.image_size), tx,
           searching=False), phase, total))
@@ -873,6 +887,7 @@ def search_one(s: Setup, config, workdir: str, warm: SearchState, name: str, ref
       step_fn=s.search_step(config, lut), batches=search_batches(
           s.data, config, phase.batch_size, total, with_arch=True),
       total_steps=total, schedule=schedule, mesh=s.mesh, summarize=summarize_search,
+      step_args=lut.step_args(),
       initial=lambda: phase_state(_fresh_search_state(s, config, variables, tx, ref_ms),
                                   phase, total))
   return state, write_search_result(s, state, directory, name, ref_ms, lut)
@@ -1131,10 +1146,12 @@ def profile(config, workdir: str) -> dict[str, Any]:
           "device": jax.devices()[0].device_kind, "networks": out}
 
 
-def run_all(config, workdir: str) -> dict[str, Any]:
+def run_all(config, workdir: str, setup_: Setup | None = None) -> dict[str, Any]:
   """The demo pipeline: a latency table of this device (unless the workdir has one), a search
-  per latency target, derive, measure the derived networks end to end, train, evaluate."""
-  s = setup(config, workdir)
+  per latency target, derive, measure the derived networks end to end, train, evaluate.
+  `setup_` (default: a new `setup`) lets a run resumed in the same process reuse the traced
+  search step, as `search` and the other phases do."""
+  s = setup_ or setup(config, workdir)
   table_info = {}
   if config.latency.kind == "device" and not os.path.exists(table_path(config, workdir)):
     table_info = build_latency_table(config, workdir)

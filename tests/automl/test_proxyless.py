@@ -4,6 +4,7 @@ references (autodiff of the full mixture, numpy loops, closed forms)."""
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -30,7 +31,7 @@ def block():
   params, stats = {}, {}
   for i, (name, module) in enumerate(zip(names, modules)):
     if module is not None:
-      v = module.init(jax.random.key(i + 1), x, train=False)
+      v = jax.jit(functools.partial(module.init, train=False))(jax.random.key(i + 1), x)
       params[name], stats[name] = v["params"], v["batch_stats"]
   w = jax.random.normal(jax.random.key(9), (2, 4, 4, 4))
 

@@ -1,39 +1,74 @@
-"""The ProxylessNAS launcher end to end on the tiny preset: table, warm-up, a search stopped
-after 6 steps and resumed from its checkpoint (the architecture updated after steps 5 and 10
-only), derive, measure, train, evaluate; bad input."""
+"""The ProxylessNAS pipeline end to end on the tiny preset, in process: table, warm-up, a search
+stopped after 6 steps and resumed from its checkpoint (the architecture updated after steps 5
+and 10 only), derive, measure, train, evaluate; and one launch of the launcher itself (bad
+input: exit 2 and its one-sentence error)."""
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
 
+import pytest
+
+from experiments.configs import proxyless_nas
+from lite_jax.automl import proxyless
+from lite_jax.core import StoppedEarly
 from lite_jax.core.metrics import read_metrics
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+FLAGS = ["--config=experiments/configs/proxyless_nas.py:tiny",
+         "--config.latency.ref_fractions=0.5"]
 
 
-def _launch(*args: str) -> subprocess.CompletedProcess:
-  return subprocess.run([sys.executable, "-m", "experiments.proxyless_nas", *args], cwd=ROOT,
-                        capture_output=True, text=True, timeout=600,
-                        env={**os.environ, "PYTHONPATH": ROOT})
+class _Messages(logging.Handler):
+  def __init__(self):
+    super().__init__(logging.WARNING)
+    self.lines = []
+
+  def emit(self, record):
+    self.lines.append(record.getMessage())
 
 
-def test_the_launcher_searches_resumes_and_reports(tmp_path):
-  workdir = str(tmp_path / "run")
-  flags = ["--config=experiments/configs/proxyless_nas.py:tiny", f"--workdir={workdir}",
-           "--config.latency.ref_fractions=0.5"]
-  first = _launch(*flags, "--config.search.steps_per_run=6")
-  assert first.returncode == 0, first.stderr[-2000:]
-  assert "search frac0.5 stopped at step 6 of 12" in first.stderr
-  assert os.path.exists(os.path.join(workdir, "latency_table.json"))
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory):
+  """The launcher's bad-input run (started first: it runs while the pipeline does), then the
+  pipeline stopped after 6 search steps, resumed, and evaluated."""
+  root = tmp_path_factory.mktemp("proxyless")
+  launcher = subprocess.Popen(
+      [sys.executable, "-m", "experiments.proxyless_nas", *FLAGS,
+       f"--workdir={root / 'profile'}", "--mode=profile", "--arch=3x3_MBConv3"], cwd=ROOT,
+      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+      env={**os.environ, "PYTHONPATH": ROOT})
+  workdir = str(root / "run")
+  config = proxyless_nas.get_config("tiny")
+  config.latency.ref_fractions = "0.5"
+  s = proxyless.setup(config, workdir)
+  config.search.steps_per_run = 6
+  with pytest.raises(StoppedEarly) as stopped:
+    proxyless.run_all(config, workdir, s)
+  table_after_first = os.path.exists(os.path.join(workdir, "latency_table.json"))
+  config.search.steps_per_run = 0
+  messages, absl_logger = _Messages(), logging.getLogger("absl")
+  absl_logger.addHandler(messages)
+  try:
+    result = proxyless.run_all(config, workdir, s)
+  finally:
+    absl_logger.removeHandler(messages)
+  evaluated = proxyless.evaluate(config, workdir)
+  return dict(workdir=workdir, stopped=str(stopped.value), table_after_first=table_after_first,
+              resumed_messages=messages.lines, result=result, evaluated=evaluated,
+              launcher=launcher)
 
-  second = _launch(*flags)
-  assert second.returncode == 0, second.stderr[-2000:]
-  assert "resuming from step 6" in second.stderr
-  result = json.loads(second.stdout.strip().splitlines()[-1])
-  target = result["targets"]["frac0.5"]
+
+def test_the_search_stops_resumes_and_reports(pipeline):
+  workdir = pipeline["workdir"]
+  assert "search frac0.5 stopped at step 6 of 12" in pipeline["stopped"]
+  assert pipeline["table_after_first"]
+  assert any("resuming from step 6" in m for m in pipeline["resumed_messages"])
+  target = pipeline["result"]["targets"]["frac0.5"]
   assert len(target["arch"].split(",")) == 2
   assert target["measured_latency_ms"] > 0 and target["expected_latency_ms"] > 0
   assert 0.0 <= target["acc"] <= 1.0
@@ -48,13 +83,16 @@ def test_the_launcher_searches_resumes_and_reports(tmp_path):
   assert saved["arch"] == target["arch"]
   assert os.path.exists(os.path.join(workdir, "derived_frac0.5", "export.msgpack"))
 
-  evaluated = _launch(*flags, "--mode=evaluate")
-  assert evaluated.returncode == 0, evaluated.stderr[-2000:]
-  again = json.loads(evaluated.stdout.strip().splitlines()[-1])["networks"]["frac0.5"]
-  assert again["acc"] == target["acc"]
 
-  wrong = _launch(*flags, "--mode=profile", "--arch=3x3_MBConv3")
-  assert wrong.returncode == 2
-  assert wrong.stderr.strip().splitlines()[-1] == (
+def test_evaluate_restores_the_trained_network(pipeline):
+  again = pipeline["evaluated"]["networks"]["frac0.5"]
+  assert again["acc"] == pipeline["result"]["targets"]["frac0.5"]["acc"]
+
+
+def test_the_launcher_rejects_a_wrong_length_arch(pipeline):
+  stdout, stderr = pipeline["launcher"].communicate(timeout=600)
+  assert pipeline["launcher"].returncode == 2, stderr[-2000:]
+  assert stderr.strip().splitlines()[-1] == (
       "error: the architecture lists 1 ops but the search space has 2 searchable blocks; "
       "give one op per block, separated by ','.")
+  assert not stdout.strip()
