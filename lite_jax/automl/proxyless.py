@@ -1094,32 +1094,43 @@ def evaluate(config, workdir: str) -> dict[str, Any]:
 
 def measure(config, workdir: str, nets: Sequence[Network], num_classes: int
             ) -> list[dict[str, float]]:
-  """Table estimate (where the workdir has a table of the space) and end-to-end latency of
-  each network, timed in the same interleaved rounds (`check_block_latency_table`)."""
+  """End-to-end latency of each network on this device and, for networks of the searched
+  space, the block table's estimate of it.
+
+  With a table of this device (`latency.kind=device`), the table is timed again in the same
+  interleaved rounds as the networks (`check_block_latency_table` with no table): on a machine
+  whose speed drifts (a shared VM: sub-millisecond calls varied 2x between minutes on our 2-core
+  CPU), an estimate and a measurement taken minutes apart differ by the drift, not by the
+  table's error. The search's own table then gives `search_table_latency_ms`. A table of
+  another device (`mobile_trim.yaml`) predicts that device, so only the measurement is made.
+  """
   lat = config.latency
   by_space: dict[Any, list[int]] = {}
   for i, net in enumerate(nets):
     by_space.setdefault(net.space, []).append(i)
   results: dict[int, dict[str, float]] = {}
   for space, indices in by_space.items():
-    table = None
-    if space == search_space(config):
-      try:
-        table = load_table(config, space, workdir, num_classes)
-      except UserError:
-        table = None
     archs = [nets[i].choices for i in indices]
-    if table is not None:
+    batch = lat.batch_size
+    searched_table = None
+    if lat.kind == "device" and space == search_space(config):
+      try:
+        searched_table = load_table(config, space, workdir, num_classes)
+        batch = searched_table.batch_size
+      except UserError:
+        searched_table = None
+    if searched_table is not None:
       _, predicted, measured, _ = proxyless_net.check_block_latency_table(
-          space, table, num_archs=len(archs), archs=archs, seed=config.seed,
-          batch_size=table.batch_size, num_classes=num_classes, repeats=lat.repeats)
+          space, None, num_archs=len(archs), archs=archs, seed=config.seed, batch_size=batch,
+          num_classes=num_classes, repeats=lat.repeats)
     else:
       predicted = [None] * len(archs)
       measured = [_measure_alone(space, a, num_classes, lat) for a in archs]
-    for i, p, m in zip(indices, predicted, measured):
+    for i, arch, p, m in zip(indices, archs, predicted, measured):
       results[i] = {"measured_latency_ms": m}
       if p is not None:
-        results[i].update(expected_latency_ms=p, estimate_error=(p - m) / m)
+        results[i].update(expected_latency_ms=p, estimate_error=(p - m) / m,
+                          search_table_latency_ms=searched_table.estimate(space, arch))
   return [results[i] for i in range(len(nets))]
 
 
@@ -1167,6 +1178,7 @@ def run_all(config, workdir: str, setup_: Setup | None = None) -> dict[str, Any]
                          "expected_latency_ms": latency.get("expected_latency_ms"),
                          "measured_latency_ms": latency["measured_latency_ms"],
                          "estimate_error": latency.get("estimate_error"),
+                         "search_table_latency_ms": latency.get("search_table_latency_ms"),
                          "search_expected_latency_ms": found["search_expected_latency_ms"],
                          "acc": trained[net.name]["acc"],
                          "acc_top5": trained[net.name]["acc_top5"], "plot": found["plot"]}

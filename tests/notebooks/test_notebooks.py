@@ -38,3 +38,13 @@ def test_haq_quickstart_runs(tmp_path, monkeypatch):
   assert "53 quantizable layers" in text and "bit_serial_edge_latency" in text
   assert "searched policy: acc" in text and "acc_uniform" in text
   assert _images(outputs) >= 2  # the quantizer grids and the search plot
+
+
+@pytest.mark.slow
+def test_design_automation_quickstart_runs(tmp_path, monkeypatch):
+  text, outputs = _execute("design_automation_quickstart.ipynb", tmp_path, monkeypatch)
+  assert "AMC MobileNetV1 (0.5x)" in text and "proxyless_mobile" in text
+  assert "least-squares refit" in text
+  assert "AMC: flops_ratio" in text and "acc_uniform" in text
+  assert "measured" in text and "expected" in text
+  assert _images(outputs) >= 2  # AMC's kept ratios and at least one search plot
