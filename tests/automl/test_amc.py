@@ -15,6 +15,8 @@ from lite_jax.automl import amc, pruning
 from lite_jax.core.errors import UserError
 from lite_jax.core.metrics import read_metrics
 
+pytestmark = pytest.mark.slow  # end to end: scheduled first (tests/conftest.py)
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 

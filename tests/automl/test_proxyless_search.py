@@ -18,6 +18,8 @@ from lite_jax.automl import proxyless
 from lite_jax.core import StoppedEarly
 from lite_jax.core.metrics import read_metrics
 
+pytestmark = pytest.mark.slow  # end to end: scheduled first (tests/conftest.py)
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 FLAGS = ["--config=experiments/configs/proxyless_nas.py:tiny",
          "--config.latency.ref_fractions=0.5"]

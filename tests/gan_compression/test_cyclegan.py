@@ -4,9 +4,12 @@ pools) with unpaired distillation."""
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from experiments.configs import gan_compress as configs
 from lite_jax.gan_compression import pipeline, resnet_recipe
+
+pytestmark = pytest.mark.slow  # end to end: scheduled first (tests/conftest.py)
 
 
 def test_image_pool_returns_new_or_stored_images():

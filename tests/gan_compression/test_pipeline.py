@@ -15,6 +15,8 @@ from experiments.configs import gan_compress as configs
 from lite_jax import core
 from lite_jax.gan_compression import pipeline, standalone
 
+pytestmark = pytest.mark.slow  # end to end: scheduled first (tests/conftest.py)
+
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):

@@ -10,6 +10,8 @@ from experiments.configs import gan_compress as configs
 from lite_jax.core.errors import UserError
 from lite_jax.gan_compression import pipeline, pruning, resnet
 
+pytestmark = pytest.mark.slow  # end to end: scheduled first (tests/conftest.py)
+
 
 def init(generator, seed=0):
   params = generator.init(jax.random.key(seed), jnp.zeros((1, 16, 16, 3)))["params"]
