@@ -19,15 +19,3 @@ os.environ.setdefault("JAX_COMPILATION_CACHE_DIR",
                       os.path.join(tempfile.gettempdir(), "lite_jax_test_compile_cache"))
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
 
-
-def pytest_collection_modifyitems(config, items):
-  """End-to-end test files (any test marked `slow`) run first.
-
-  `pytest -n 2 --dist loadfile` hands whole files to the two processes in collection order; a
-  long file that starts last leaves the other process idle until it ends (the notebooks, which
-  sort late, held the suite for minutes). Starting the long files first lets the many short
-  ones fill in around them. The order within each group and each file is kept.
-  """
-  del config
-  slow_files = {item.path for item in items if item.get_closest_marker("slow")}
-  items.sort(key=lambda item: item.path not in slow_files)

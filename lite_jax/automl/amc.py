@@ -30,7 +30,6 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
-from absl import logging
 
 from data import image_classification as image_data
 from data.gan_images import Subset
@@ -202,25 +201,16 @@ def search(config, workdir: str, setup_: Setup | None = None) -> dict[str, Any]:
   agent = ddpg.DDPG(ddpg.DDPGConfig.amc(
       len(s.plan), total_episodes=sc.episodes, warmup_episodes=sc.warmup_episodes,
       sigma_decay=sc.sigma_decay, seed=sc.seed), states.shape[1])
-  agent_state = agent.init()
-  records: list[dict[str, Any]] = []
-  with core.Checkpointer(os.path.join(directory, "checkpoints"), max_to_keep=2) as ckpt:
-    restored = ckpt.restore_latest(core.abstract_like(agent_state))
-    if restored is not None:
-      agent_state, data_state = restored
-      records = list(data_state["records"])
-      logging.warning("search: resuming after episode %d of %s", len(records), ckpt.directory)
-    with core.MetricWriter(directory) as writer:
-      for episode in core.progress(range(len(records), sc.episodes),
-                                   total=sc.episodes - len(records), desc="search"):
-        agent_state, record = amc_env.run_episode(
-            agent_state, agent, s.flops, states, evaluate, episode, budget=s.budget,
-            bounds=s.bounds, reward=config.amc.reward)
-        records.append(_record(record))
-        writer.write(episode, {k: v for k, v in records[-1].items() if k != "widths"})
-        if (episode + 1) % sc.checkpoint_every_episodes == 0 or episode + 1 == sc.episodes:
-          ckpt.save(episode + 1, agent_state, data_state={"records": records},
-                    config=config.to_dict())
+
+  def episode_fn(agent_state, episode):
+    agent_state, record = amc_env.run_episode(
+        agent_state, agent, s.flops, states, evaluate, episode, budget=s.budget,
+        bounds=s.bounds, reward=config.amc.reward)
+    return agent_state, _record(record)
+
+  records = ddpg.run_search(directory, agent, sc.episodes, episode_fn,
+                            checkpoint_every=sc.checkpoint_every_episodes,
+                            config=config.to_dict(), hidden=("widths",))
   best = max(records, key=lambda r: (r["reward"], -r["flops"]))
   widths = [int(w) for w in best["widths"]]
   result = {**describe(s, widths), "episode": best["episode"], "acc_search": best["accuracy"],

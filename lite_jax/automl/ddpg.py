@@ -32,7 +32,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any
+import os
+from typing import Any, Callable, Mapping, Sequence
 
 import flax.linen as nn
 import flax.struct
@@ -40,7 +41,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from absl import logging
 
+from lite_jax import core
 from lite_jax.core.errors import UserError
 
 
@@ -447,3 +450,38 @@ class DDPG:
   def update(self, state: DDPGState) -> tuple[DDPGState, dict[str, float]]:
     """One DDPG update (the same compiled program as `update_n`)."""
     return self.update_n(state, 1)
+
+
+def run_search(directory: str, agent: DDPG, num_episodes: int,
+               episode_fn: Callable[[DDPGState, int], tuple[DDPGState, dict[str, Any]]], *,
+               checkpoint_every: int, config: Mapping[str, Any],
+               hidden: Sequence[str] = ()) -> list[dict[str, Any]]:
+  """Runs, or resumes, a search of `num_episodes` episodes (HAQ's and AMC's outer loop).
+
+  `episode_fn(agent_state, episode) -> (agent_state, record)` plays one episode (act, score,
+  store, learn) and describes it as a JSON-able dict. The agent's state and every record so far
+  are checkpointed in `<directory>/checkpoints` every `checkpoint_every` episodes and after the
+  last, so a killed search continues after its last saved episode with the same agent; each
+  record is one metrics line (`core.MetricWriter`, step = episode), its `hidden` keys left out
+  (long lists such as a policy).
+
+  Returns:
+    The records of every episode, first to last.
+  """
+  agent_state = agent.init()
+  records: list[dict[str, Any]] = []
+  with core.Checkpointer(os.path.join(directory, "checkpoints"), max_to_keep=2) as ckpt:
+    restored = ckpt.restore_latest(core.abstract_like(agent_state))
+    if restored is not None:
+      agent_state, data_state = restored
+      records = list(data_state["records"])
+      logging.warning("search: resuming after episode %d of %s", len(records), ckpt.directory)
+    with core.MetricWriter(directory) as writer:
+      for episode in core.progress(range(len(records), num_episodes),
+                                   total=num_episodes - len(records), desc="search"):
+        agent_state, record = episode_fn(agent_state, episode)
+        records.append(record)
+        writer.write(episode, {k: v for k, v in record.items() if k not in hidden})
+        if (episode + 1) % checkpoint_every == 0 or episode + 1 == num_episodes:
+          ckpt.save(episode + 1, agent_state, data_state={"records": records}, config=config)
+  return records

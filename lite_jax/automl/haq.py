@@ -337,28 +337,18 @@ def search(config, workdir: str, setup_: Setup | None = None) -> dict[str, Any]:
       len(s.layers), total_episodes=config.search.episodes,
       warmup_episodes=config.search.warmup_episodes, sigma_decay=config.search.sigma_decay,
       seed=config.search.seed), states.shape[1])
-  agent_state = agent.init()
-  records: list[dict[str, Any]] = []
-  with core.Checkpointer(os.path.join(directory, "checkpoints"), max_to_keep=2) as ckpt:
-    restored = ckpt.restore_latest(core.abstract_like(agent_state))
-    if restored is not None:
-      agent_state, data_state = restored
-      records = list(data_state["records"])
-      logging.warning("search: resuming after episode %d of %s", len(records), ckpt.directory)
-    every = config.search.checkpoint_every_episodes
-    with core.MetricWriter(directory) as writer:
-      for episode in core.progress(range(len(records), config.search.episodes),
-                                   total=config.search.episodes - len(records), desc="search"):
-        # Accuracy in percent, as the reference's reward 0.1 * (acc - acc_orig) is scaled.
-        agent_state, record = haq_env.run_episode(
-            agent_state, agent, s.layers, states, lambda p: 100 * reward_fn(p), s.cost,
-            s.budget, episode, acc_orig=100 * reward_fn.acc_fp32,
-            min_bits=config.quant.min_bits, max_bits=config.quant.max_bits, linear=linear)
-        records.append(_record(record))
-        writer.write(episode, {k: v for k, v in records[-1].items() if k != "policy"})
-        if (episode + 1) % every == 0 or episode + 1 == config.search.episodes:
-          ckpt.save(episode + 1, agent_state, data_state={"records": records},
-                    config=config.to_dict())
+
+  def episode_fn(agent_state, episode):
+    # Accuracy in percent, as the reference's reward 0.1 * (acc - acc_orig) is scaled.
+    agent_state, record = haq_env.run_episode(
+        agent_state, agent, s.layers, states, lambda p: 100 * reward_fn(p), s.cost, s.budget,
+        episode, acc_orig=100 * reward_fn.acc_fp32, min_bits=config.quant.min_bits,
+        max_bits=config.quant.max_bits, linear=linear)
+    return agent_state, _record(record)
+
+  records = ddpg.run_search(directory, agent, config.search.episodes, episode_fn,
+                            checkpoint_every=config.search.checkpoint_every_episodes,
+                            config=config.to_dict(), hidden=("policy",))
   best = max(records, key=lambda r: (r["reward"], -r["cost"]))
   policy = [tuple(p) for p in best["policy"]]
   result = {"policy": format_policy(policy), "episode": best["episode"],

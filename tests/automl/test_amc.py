@@ -15,7 +15,7 @@ from lite_jax.automl import amc, pruning
 from lite_jax.core.errors import UserError
 from lite_jax.core.metrics import read_metrics
 
-pytestmark = pytest.mark.slow  # end to end: scheduled first (tests/conftest.py)
+pytestmark = pytest.mark.slow  # end to end (deselect with -m "not slow")
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 

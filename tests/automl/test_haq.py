@@ -16,7 +16,7 @@ from lite_jax.core import UserError
 from lite_jax.core.metrics import read_metrics
 from lite_jax.nn import quant
 
-pytestmark = pytest.mark.slow  # end to end: scheduled first (tests/conftest.py)
+pytestmark = pytest.mark.slow  # end to end (deselect with -m "not slow")
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 

@@ -18,7 +18,7 @@ from lite_jax.automl import proxyless
 from lite_jax.core import StoppedEarly
 from lite_jax.core.metrics import read_metrics
 
-pytestmark = pytest.mark.slow  # end to end: scheduled first (tests/conftest.py)
+pytestmark = pytest.mark.slow  # end to end (deselect with -m "not slow")
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 FLAGS = ["--config=experiments/configs/proxyless_nas.py:tiny",

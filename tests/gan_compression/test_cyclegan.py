@@ -9,7 +9,7 @@ import pytest
 from experiments.configs import gan_compress as configs
 from lite_jax.gan_compression import pipeline, resnet_recipe
 
-pytestmark = pytest.mark.slow  # end to end: scheduled first (tests/conftest.py)
+pytestmark = pytest.mark.slow  # end to end (deselect with -m "not slow")
 
 
 def test_image_pool_returns_new_or_stored_images():

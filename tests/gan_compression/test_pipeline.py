@@ -15,7 +15,7 @@ from experiments.configs import gan_compress as configs
 from lite_jax import core
 from lite_jax.gan_compression import pipeline, standalone
 
-pytestmark = pytest.mark.slow  # end to end: scheduled first (tests/conftest.py)
+pytestmark = pytest.mark.slow  # end to end (deselect with -m "not slow")
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ from experiments.configs import gan_compress as configs
 from lite_jax.core.errors import UserError
 from lite_jax.gan_compression import pipeline, pruning, resnet
 
-pytestmark = pytest.mark.slow  # end to end: scheduled first (tests/conftest.py)
+pytestmark = pytest.mark.slow  # end to end (deselect with -m "not slow")
 
 
 def init(generator, seed=0):

@@ -22,7 +22,7 @@ from lite_jax import core, gan_compression
 from lite_jax.gan_compression import pipeline, recipe, spade, spade_recipe, standalone, vgg
 from tests.gan_compression.test_spade_layers import NARROW_VGG, _vgg_state_dict
 
-pytestmark = pytest.mark.slow  # end to end: scheduled first (tests/conftest.py)
+pytestmark = pytest.mark.slow  # end to end (deselect with -m "not slow")
 
 
 

@@ -18,7 +18,7 @@ from lite_jax import core
 from lite_jax.lite_transformer import compress, train
 from lite_jax.nn import sparsity
 
-pytestmark = pytest.mark.slow  # end to end: scheduled first (tests/conftest.py)
+pytestmark = pytest.mark.slow  # end to end (deselect with -m "not slow")
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
