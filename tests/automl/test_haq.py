@@ -1,4 +1,5 @@
-"""The HAQ pipeline end to end on the tiny preset: fp32, search, fine-tunes, resume, errors."""
+"""The HAQ pipeline end to end on the tiny preset: fp32, search, fine-tunes, resume, errors; and
+the HAQ quickstart notebook, top to bottom on the finished pipeline (it resumes, not retrains)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from lite_jax.automl import haq
 from lite_jax.core import UserError
 from lite_jax.core.metrics import read_metrics
 from lite_jax.nn import quant
+from tests.notebooks.notebook_runner import count_images, execute, snapshot
 
 pytestmark = pytest.mark.slow  # end to end (deselect with -m "not slow")
 
@@ -23,14 +25,17 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 @pytest.fixture(scope="module")
 def pipeline(tmp_path_factory):
-  """One whole run of the tiny preset: its workdir, config, setup and result line."""
+  """One whole run of the tiny preset: its workdir, config and result line; a copy of the
+  finished workdir is kept for the notebook."""
   workdir = str(tmp_path_factory.mktemp("haq"))
   config = haq_configs.get_config("tiny")
-  return workdir, config, haq.run_all(config, workdir)
+  result = haq.run_all(config, workdir)
+  finished = snapshot(workdir, str(tmp_path_factory.mktemp("haq_notebook") / "work"))
+  return workdir, config, result, finished
 
 
 def test_the_searched_policy_meets_the_budget_and_is_fine_tuned(pipeline):
-  workdir, config, result = pipeline
+  workdir, config, result, _ = pipeline
   s = haq.setup(config, workdir, with_data=False)
   policy = haq.parse_policy(result["policy"], s.paths)
   assert len(policy) == len(s.layers) == 14
@@ -50,8 +55,21 @@ def test_the_searched_policy_meets_the_budget_and_is_fine_tuned(pipeline):
   assert "critic_loss" in records[-1] and "critic_loss" not in records[0]
 
 
+def test_the_notebook_runs_on_the_finished_pipeline_and_prints_its_results(pipeline,
+                                                                         monkeypatch):
+  """The quickstart's cells top to bottom; its `run_all` resumes the copy of the finished
+  pipeline, so the lines it prints are the pipeline's own numbers."""
+  _, _, result, finished = pipeline
+  text, outputs = execute("haq_quickstart.ipynb", finished, monkeypatch)
+  assert "53 quantizable layers" in text and "bit_serial_edge_latency" in text
+  assert (f"searched policy: acc {result['acc']:.3f} at {result['latency_ms']:.3f} ms "
+          f"(budget {result['budget_ms']:.3f} ms)") in text
+  assert f"acc_uniform {result['acc_uniform']:.3f}; fp32: acc_fp32 {result['acc_fp32']:.3f}" in text
+  assert count_images(outputs) >= 2  # the quantizer grids and the search plot
+
+
 def test_a_longer_search_resumes_after_the_saved_episodes(pipeline, tmp_path):
-  workdir, config, _ = pipeline
+  workdir, config, *_ = pipeline
   config = haq_configs.get_config("tiny")
   config.search.episodes = 4
   haq.search(config, workdir)
@@ -60,7 +78,7 @@ def test_a_longer_search_resumes_after_the_saved_episodes(pipeline, tmp_path):
 
 
 def test_evaluate_reads_the_fine_tuned_policy(pipeline):
-  workdir, config, result = pipeline
+  workdir, config, result, _ = pipeline
   evaluated = haq.evaluate(config, workdir)
   assert evaluated["policy"] == result["policy"]
   assert evaluated["acc"] == pytest.approx(result["acc"])

@@ -1,4 +1,6 @@
-"""End-to-end tests of Lite Transformer training, evaluation, profiling and the launcher."""
+"""End-to-end tests of Lite Transformer training, evaluation, profiling and the launcher; and the
+quickstart notebook, top to bottom on a copy of the finished tiny run (it evaluates, not
+retrains)."""
 
 import json
 import os
@@ -15,6 +17,7 @@ import pytest
 from experiments.configs import wmt_lite
 from lite_jax import core
 from lite_jax.lite_transformer import train
+from tests.notebooks.notebook_runner import count_images, execute, snapshot
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -79,8 +82,9 @@ def test_unknown_preset_is_a_user_error():
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-  """An uninterrupted tiny run, and one stopped after 4 steps and resumed; the train step's
-  traces are counted (it must compile once per bucket shape)."""
+  """An uninterrupted tiny run (and a copy of its finished workdir for the notebook), and one
+  stopped after 4 steps and resumed; the train step's traces are counted (it must compile once
+  per bucket shape)."""
   traces = []
 
   def counted_step(state, batch, **kwargs):
@@ -93,11 +97,12 @@ def trained(tmp_path_factory):
     full = str(tmp_path_factory.mktemp("full"))
     result = train.train_and_evaluate(_tiny(), full)
     full_traces = list(traces)
+    finished = snapshot(full, str(tmp_path_factory.mktemp("notebook") / "work"))
     resumed = str(tmp_path_factory.mktemp("resumed"))
     with pytest.raises(core.StoppedEarly) as partial:
       train.train_and_evaluate(_tiny(**{"train.steps_per_run": 4}), resumed)
     resumed_result = train.train_and_evaluate(_tiny(), resumed)
-  return full, result, resumed, partial, resumed_result, full_traces
+  return full, result, resumed, partial, resumed_result, full_traces, finished
 
 
 def test_tiny_run_trains_checkpoints_and_evaluates(trained):
@@ -115,12 +120,12 @@ def test_tiny_run_trains_checkpoints_and_evaluates(trained):
 
 
 def test_train_step_compiles_once_per_bucket_shape(trained):
-  *_, traces = trained
+  *_, traces, _ = trained
   assert len(traces) == len(set(traces)) <= 2, traces
 
 
 def test_kill_and_resume_gives_identical_steps(trained):
-  full, result, resumed, partial, resumed_result, _ = trained
+  full, result, resumed, partial, resumed_result, *_ = trained
   assert (partial.value.step, partial.value.total_steps) == (4, 8)
   full_losses, resumed_losses = _losses(full), _losses(resumed)
   for step in (6, 8):  # logged after the resume at step 4
@@ -162,6 +167,16 @@ def test_one_device_matches_eight(trained, tmp_path):
   chex.assert_trees_all_close(train.load_params(one, setup, str(tmp_path)), eight,
                               rtol=2e-4, atol=2e-5)
   assert _losses(str(tmp_path))[2] == pytest.approx(_losses(full)[2], rel=1e-5)
+
+
+@pytest.mark.slow
+def test_the_notebook_runs_on_the_finished_run(trained, monkeypatch):
+  """The quickstart's cells top to bottom; its `train_and_evaluate` finds the copied run
+  finished, evaluates it and translates."""
+  *_, finished = trained
+  text, outputs = execute("lite_transformer_quickstart.ipynb", finished, monkeypatch)
+  assert "wmt14_enfr_lite_d496" in text and "->" in text
+  assert count_images(outputs) >= 1  # the training curve
 
 
 # --- The launcher: one JSON line, one-sentence errors ------------------------------------
