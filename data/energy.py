@@ -298,16 +298,32 @@ def simulate_swh(design: Mapping[str, np.ndarray], hidden: Mapping[str, np.ndarr
 def sample_swh_hidden(rng: np.random.Generator, n: int, tank_mass: np.ndarray
                       ) -> dict[str, np.ndarray]:
   """Manufacturing and test variation that no input measures (see `simulate_swh`)."""
-  volume = tank_mass / WATER_DENSITY
   return {
       "tau_alpha": rng.uniform(0.62, 0.72, n),
       "absorber_loss": rng.uniform(0.6, 1.2, n),
       "insulation": rng.uniform(0.045, 0.055, n),
       "tube_loss": rng.uniform(0.027, 0.033, n),
-      # Longer tanks for larger volumes: diameter grows slowly with volume.
-      "tank_diameter": np.clip(0.30 + 0.35 * volume, 0.32, 0.48) * rng.uniform(0.95, 1.05, n),
+      "tank_diameter": _tank_diameter(tank_mass) * rng.uniform(0.95, 1.05, n),
       "initial_temperature": INITIAL_TEMPERATURE + rng.uniform(-0.5, 0.5, n),
   }
+
+
+def simulate_typical_swh(inputs: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+  """`simulate_swh` of the generator's typical heater (every hidden quantity at the middle of
+  its range, no noise): the ground truth a screening on generated data can be checked
+  against. `inputs`: `SWH_INPUTS` columns, each [n]."""
+  mass = np.asarray(inputs["tank_mass"], np.float64)
+  n = len(mass)
+  hidden = {"tau_alpha": np.full(n, 0.67), "absorber_loss": np.full(n, 0.9),
+            "insulation": np.full(n, 0.05), "tube_loss": np.full(n, 0.03),
+            "tank_diameter": _tank_diameter(mass),
+            "initial_temperature": np.full(n, INITIAL_TEMPERATURE)}
+  return simulate_swh(inputs, hidden)
+
+
+def _tank_diameter(mass: np.ndarray) -> np.ndarray:
+  """Longer tanks for larger volumes: the diameter grows slowly with the volume."""
+  return np.clip(0.30 + 0.35 * mass / WATER_DENSITY, 0.32, 0.48)
 
 
 def generate_swh(n: int = 915, seed: int = 0) -> Table:
