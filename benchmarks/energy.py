@@ -2,6 +2,7 @@
 
   python -m benchmarks.energy                      # 10^5 rows, 64-member ANN ensembles
   python -m benchmarks.energy --rows=20000 --svr_rows=5000 --members=8   # quick
+  python -m benchmarks.energy --only=svr --svr_rows=80000   # SVR on 10^5 rows (~30 min)
   python -m benchmarks.energy --smoke              # tiny, for the tests
 
 Data: the solar-water-heater generator (`data/energy.py`, 8 inputs, heat collection), so every
@@ -40,6 +41,8 @@ _ITERS = flags.DEFINE_integer("iterations", 200, "Full-batch Adam / L-BFGS itera
 _SK_MEMBERS = flags.DEFINE_integer("sk_members", 8, "MLPRegressor fits timed (scaled to "
                                    "--members).")
 _SVR_ROWS = flags.DEFINE_integer("svr_rows", 10_000, "Rows SVR is fitted on.")
+_ONLY = flags.DEFINE_list("only", ["ann_adam", "ann_lbfgs", "elm", "grnn", "svr"],
+                          "Measurements to run.")
 _SMOKE = flags.DEFINE_bool("smoke", False, "Tiny sizes (tests).")
 
 
@@ -109,7 +112,23 @@ def main(_):
     return lambda: models.ANN(hidden=10, activation="tanh", solver=solver, members=k,
                               max_iter=iters, validation_fraction=0.0, learning_rate=1e-2)
 
-  # Adam ensembles: ours vmapped vs MLPRegressor in a loop.
+  only = set(_ONLY.value)
+  if "ann_adam" in only:
+    _ann_adam(x, y, xt, yt, ann, members, iters, sk_members, emit)
+  if "ann_lbfgs" in only:
+    _ann_lbfgs(x, y, xt, yt, ann, iters, emit)
+  if "elm" in only:
+    emit(model="elm", hidden=100, **_measure(lambda: models.ELM(hidden=100), x, y, xt, yt))
+  if "grnn" in only:
+    emit(model="grnn", **_measure(lambda: models.GRNN(), x, y, xt, yt))
+  if "svr" in only:
+    xs, ys = x[:svr_rows], y[:svr_rows]
+    emit(model="svr", svr_rows=len(xs),
+         **_measure(lambda: models.SVR(), xs, ys, xt, yt, repeat_fit=False))
+
+
+def _ann_adam(x, y, xt, yt, ann, members, iters, sk_members, emit):
+  """Adam ensembles: ours vmapped vs MLPRegressor in a loop."""
   ours = _measure(ann("adam", members), x, y, xt, yt)
   one = _measure(ann("adam", 1), x, y, xt, yt)
   sk_fit = []
@@ -126,19 +145,15 @@ def main(_):
        peer_test_rmse=round(evaluation.regression_metrics(yt, pred)["rmse"], 4),
        peer_ratio=round(peer_fit / ours["fit_s"], 2))
 
-  # L-BFGS, one network each.
+
+def _ann_lbfgs(x, y, xt, yt, ann, iters, emit):
+  """L-BFGS, one network each."""
   ours = _measure(ann("lbfgs", 1), x, y, xt, yt)
   peer = _measure(lambda: _ScaledSklearn(_sklearn_mlp("lbfgs", iters, 0)), x, y, xt, yt,
                   repeat_fit=False)
   emit(model="ann_lbfgs", members=1, iterations=iters, **ours, peer="sklearn MLPRegressor "
        "lbfgs", peer_fit_s=peer["fit_s"], peer_predict_s=peer["predict_s"],
        peer_test_rmse=peer["test_rmse"], peer_ratio=round(peer["fit_s"] / ours["fit_s"], 2))
-
-  emit(model="elm", hidden=100, **_measure(lambda: models.ELM(hidden=100), x, y, xt, yt))
-  emit(model="grnn", **_measure(lambda: models.GRNN(), x, y, xt, yt))
-  xs, ys = x[:svr_rows], y[:svr_rows]
-  emit(model="svr", svr_rows=len(xs),
-       **_measure(lambda: models.SVR(), xs, ys, xt, yt, repeat_fit=False))
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 # Run THERE, on the lent GPU machine, as the `run` command (carry: [".whl"]):
 #   bash benchmarks/gpu/session.sh tests pvcnn lite_transformer      # first call, <= 7.5 minutes
 #   bash benchmarks/gpu/session.sh gan_compression leakage           # second call, <= 4 minutes
-#   bash benchmarks/gpu/session.sh haq automl                        # if time is left, <= 4 minutes
+#   bash benchmarks/gpu/session.sh haq automl energy                 # if time is left, <= 5 minutes
 # Each stage runs under its own time cap, so one slow stage cannot eat the others' time, and
 # writes its JSON lines and log under $OUT (they come back even when a stage is cut off).
 # The first two calls' caps add up to ~11.5 minutes, which with the machine's start fits the 15
@@ -40,8 +40,9 @@ for what in "$@"; do
     leakage) stage leakage 120 python3 -m benchmarks.leakage ;;
     haq) stage haq 120 python3 -m benchmarks.haq --width=1 --image_size=224 --batch=64 ;;
     automl) stage automl 120 python3 -m benchmarks.automl --space=imagenet --search_batch=64 ;;
+    energy) stage energy 90 python3 -m benchmarks.energy --iterations=100 --svr_rows=5000 --sk_members=2 ;;
     *) echo "unknown stage $what (tests, pvcnn, lite_transformer, gan_compression, leakage, haq," \
-            "automl)"
+            "automl, energy)"
        exit 2 ;;
   esac
 done

@@ -150,6 +150,17 @@ def _check_float(name: str, value: Any, low: float, high: float = math.inf,
   return value
 
 
+def _check_grid(name: str, values: Any) -> list[float]:
+  """A non-empty list of positive finite floats, or a one-sentence UserError."""
+  try:
+    grid = [float(v) for v in values]
+  except (TypeError, ValueError):
+    grid = []
+  if not grid or not all(math.isfinite(v) and v > 0 for v in grid):
+    raise UserError(f"{name} must be a non-empty list of positive numbers, got {values!r}.")
+  return grid
+
+
 def _check_choice(name: str, value: Any, choices: tuple[str, ...]) -> str:
   if value not in choices:
     raise UserError(f"{name} must be one of {', '.join(choices)}, got {value!r}.")
@@ -603,13 +614,7 @@ class ELM(Regressor):
   def __init__(self, hidden: int = 100, activation: str = "sigmoid",
                ridge: float | None = None, ridge_grid=DEFAULT_RIDGE_GRID, members: int = 1,
                seed: int = 0):
-    try:
-      grid = [float(r) for r in ridge_grid]
-    except (TypeError, ValueError):
-      grid = []
-    if not grid or not all(math.isfinite(r) and r > 0 for r in grid):
-      raise UserError(f"ridge_grid must be a non-empty list of positive numbers, "
-                      f"got {ridge_grid!r}.")
+    grid = _check_grid("ridge_grid", ridge_grid)
     super().__init__(dict(
         hidden=_check_int("hidden", hidden, 1),
         activation=_check_choice("activation", activation, tuple(ACTIVATIONS)),
@@ -737,13 +742,7 @@ class GRNN(Regressor):
                max_loo_rows: int = 2000, chunk_rows: int = 4096, seed: int = 0):
     if sigma is not None:
       sigma = _check_float("sigma", sigma, 0.0, low_open=True)
-    try:
-      grid = [float(s) for s in sigma_grid]
-    except (TypeError, ValueError):
-      grid = []
-    if not grid or not all(math.isfinite(s) and s > 0 for s in grid):
-      raise UserError(f"sigma_grid must be a non-empty list of positive numbers, "
-                      f"got {sigma_grid!r}.")
+    grid = _check_grid("sigma_grid", sigma_grid)
     super().__init__(dict(
         sigma=sigma, sigma_grid=grid, max_loo_rows=_check_int("max_loo_rows", max_loo_rows, 2),
         chunk_rows=_check_int("chunk_rows", chunk_rows, 1), seed=_check_int("seed", seed, 0)))

@@ -67,6 +67,10 @@ class LogTarget:
     with open(os.path.join(path_dir, "transform.json"), "w") as f:
       json.dump({"transform": "log"}, f)
 
+  @classmethod
+  def load(cls, path_dir: str) -> "LogTarget":
+    return cls(models.load_regressor(os.path.join(path_dir, "log_of")))
+
 
 class Bagged:
   """`members` refits of a single-member model on bootstrap resamples: an ensemble spread for
@@ -110,10 +114,7 @@ def load_model(path_dir: str) -> models.Regressor:
     raise UserError(f"no fitted model in {path_dir}; run --mode=fit with the same --workdir "
                     f"first.")
   if os.path.exists(os.path.join(path_dir, "transform.json")):
-    wrapped = LogTarget.__new__(LogTarget)
-    wrapped.model = models.load_regressor(os.path.join(path_dir, "log_of"))
-    wrapped.config = {"transform": "log", "model": wrapped.model.name}
-    return wrapped
+    return LogTarget.load(path_dir)
   return models.load_regressor(path_dir)
 
 

@@ -95,12 +95,16 @@ def test_predict_errors_are_one_sentence(tmp_path):
     pipeline.predict(c, str(tmp_path))
 
 
-def test_log_target_fits_concentrations_and_refuses_nonpositive():
+def test_log_target_fits_concentrations_and_refuses_nonpositive(tmp_path):
   rng = np.random.default_rng(0)
   x = rng.normal(size=(60, 3))
   y = np.exp(0.5 * x[:, 0] + 3.0)
   model = pipeline.LogTarget(models.make_regressor("grnn", {})).fit(x, y)
   assert np.all(model.predict(x) > 0)
+  np.testing.assert_allclose(np.log(model.predict(x)), model.model.predict(x), rtol=1e-12)
+  model.save(str(tmp_path / "m"))
+  np.testing.assert_array_equal(pipeline.load_model(str(tmp_path / "m")).predict(x),
+                                model.predict(x))
   with pytest.raises(UserError, match="positive targets"):
     pipeline.LogTarget(models.make_regressor("grnn", {})).fit(x, y - 100)
 
