@@ -70,6 +70,7 @@ from lite_jax.automl import classifiers, hardware, proxyless_net, training
 from lite_jax.automl.classifiers import ConvBN, InvertedResidual
 from lite_jax.core.errors import UserError
 from lite_jax.core.metrics import read_metrics
+from lite_jax.nn import losses
 
 LOSSES = ("mul#log", "add#linear")
 MODES = ("full", "two")
@@ -501,13 +502,6 @@ def search_state(supernet: SuperNet, variables: Any, tx: optax.GradientTransform
                      alpha_tx=alpha_tx)
 
 
-def _cross_entropy(logits: jax.Array, labels: jax.Array, smoothing: float = 0.0) -> jax.Array:
-  targets = jax.nn.one_hot(labels, logits.shape[-1])
-  if smoothing:
-    targets = optax.smooth_labels(targets, smoothing)
-  return optax.softmax_cross_entropy(logits, targets).mean()
-
-
 @dataclasses.dataclass(frozen=True)
 class SearchSettings:
   """What a search step needs besides the network and the state: binarization `mode`,
@@ -545,7 +539,8 @@ def make_search_step(supernet: SuperNet, settings: SearchSettings) -> Callable:
     def weight_loss(params):
       logits, stats = supernet.apply(params["model"], state.batch_stats, batch["image"],
                                      active, gates, train=True)
-      return _cross_entropy(logits, batch["label"], settings.label_smoothing), (logits, stats)
+      loss = losses.mean_cross_entropy(logits, batch["label"], settings.label_smoothing)
+      return loss, (logits, stats)
 
     (loss, (logits, stats)), grads = jax.value_and_grad(weight_loss, has_aux=True)(
         state.params)
@@ -560,7 +555,7 @@ def make_search_step(supernet: SuperNet, settings: SearchSettings) -> Callable:
         arch_gates = binary_gates(alpha, arch_active, involved)
         logits, _ = supernet.apply(model, state.batch_stats, batch["arch_image"], arch_active,
                                    arch_gates, train=True)
-        ce = _cross_entropy(logits, batch["arch_label"])
+        ce = losses.mean_cross_entropy(logits, batch["arch_label"])
         expected = expected_latency(alpha, mask, lut, fixed)
         return latency_loss(ce, expected, state.ref_ms, settings.loss), ce
 

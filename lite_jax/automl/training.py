@@ -26,7 +26,7 @@ import optax
 from data import image_classification as image_data
 from lite_jax import core
 from lite_jax.core.errors import UserError
-from lite_jax.nn import quant, weight_sharing
+from lite_jax.nn import losses, quant, weight_sharing
 
 
 class ClassifierState(core.TrainState):
@@ -104,10 +104,7 @@ def make_step(model: nn.Module, signed_inputs: frozenset[str] = frozenset(), *,
       else:
         logits, updates = qapply(variables, params["clips"], state.bits, batch["image"],
                                  **kwargs)
-      labels = jax.nn.one_hot(batch["label"], logits.shape[-1])
-      if label_smoothing:
-        labels = optax.smooth_labels(labels, label_smoothing)
-      loss = optax.softmax_cross_entropy(logits, labels).mean()
+      loss = losses.mean_cross_entropy(logits, batch["label"], label_smoothing)
       return loss, (logits, updates["batch_stats"])
 
     (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(

@@ -24,3 +24,15 @@ def smoothed_cross_entropy(logits: jax.Array, targets: jax.Array, weights: jax.A
   smooth = -jnp.mean(log_probs, axis=-1)
   loss = (1.0 - label_smoothing) * nll + label_smoothing * smooth
   return jnp.sum(loss * weights), jnp.sum(nll * weights)
+
+
+def mean_cross_entropy(logits: jax.Array, labels: jax.Array,
+                       label_smoothing: float = 0.0) -> jax.Array:
+  """The classifiers' loss: `smoothed_cross_entropy` averaged over a batch.
+
+  logits: `[batch, classes]`, labels: `[batch]` int; smoothing spreads `label_smoothing` of the
+  target mass uniformly over the classes (optax's `smooth_labels`, Inception-v3's form).
+  """
+  loss, _ = smoothed_cross_entropy(logits, labels, jnp.ones(labels.shape, jnp.float32),
+                                   label_smoothing)
+  return loss / labels.size
