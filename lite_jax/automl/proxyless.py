@@ -53,7 +53,7 @@ import dataclasses
 import functools
 import json
 import os
-from typing import Any, Callable, NamedTuple, Sequence
+from typing import Any, Callable, Sequence
 
 import flax.linen as nn
 import flax.serialization
@@ -61,6 +61,7 @@ import flax.struct
 import grain
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import optax
 
@@ -706,49 +707,18 @@ def latency_targets(config, lut: LatencyLUT, supernet: SuperNet) -> list[tuple[s
 # ---------------------------------------------------------------------------------------------
 
 
-class CosineState(NamedTuple):
-  """`scale_by_cosine`'s state: the update count and the schedule itself, as data."""
-  count: jax.Array
-  peak: jax.Array
-  total: jax.Array
-
-
-def scale_by_cosine() -> optax.GradientTransformation:
-  """Scales updates by -lr, lr = peak (1 + cos(pi min(count / total, 1))) / 2, with peak and
-  total read from the state (`with_schedule`), so phases with different schedules share one
-  optimizer object and therefore one compiled step (the optimizer is static in the state)."""
-  def init(params):
-    del params
-    return CosineState(jnp.zeros([], jnp.int32), jnp.zeros([], jnp.float32),
-                       jnp.ones([], jnp.float32))
-
-  def update(updates, state, params=None):
-    del params
-    progress = jnp.minimum(state.count / state.total, 1.0)
-    lr = 0.5 * state.peak * (1.0 + jnp.cos(jnp.pi * progress))
-    return (jax.tree.map(lambda u: -lr * u, updates),
-            state._replace(count=state.count + 1))
-
-  return optax.GradientTransformation(init, update)
-
-
-def with_schedule(opt_state: Any, peak: float, total: int) -> Any:
-  """`opt_state` with its `CosineState` set to peak lr `peak` over `total` updates."""
-  def set_(node):
-    if isinstance(node, CosineState):
-      return node._replace(peak=jnp.float32(peak), total=jnp.float32(max(total, 1)))
-    return node
-  return jax.tree.map(set_, opt_state, is_leaf=lambda n: isinstance(n, CosineState))
-
-
 @functools.lru_cache(maxsize=None)
 def weight_optimizer(weight_decay: float, momentum: float, nesterov: bool
                      ) -> optax.GradientTransformation:
   """The reference's weight optimizer: L2 weight decay added to the gradient, SGD momentum
-  (Nesterov), cosine (`scale_by_cosine`); one object per setting. (`core.make_optimizer` has
-  no Nesterov switch.)"""
-  parts = [optax.add_decayed_weights(weight_decay)] if weight_decay else []
-  return optax.chain(*parts, optax.trace(decay=momentum, nesterov=nesterov), scale_by_cosine())
+  (Nesterov), a cosine to 0 whose peak and length live in the optimizer state
+  (`core.make_optimizer` with `schedule_in_state`); one object per setting, so every phase
+  with these settings shares one compiled step."""
+  optim = ml_collections.ConfigDict(dict(
+      optimizer="sgd", momentum=momentum, nesterov=nesterov, weight_decay=weight_decay,
+      learning_rate=0.0, schedule="cosine", schedule_in_state=True, warmup_steps=0,
+      warmup_init_lr=0.0, min_lr=0.0, total_updates=1, clip_norm=0.0, grad_accum_steps=1))
+  return core.make_optimizer(optim)[0]
 
 
 def phase_optimizer(phase, total_steps: int) -> tuple[optax.GradientTransformation,
@@ -762,8 +732,8 @@ def phase_optimizer(phase, total_steps: int) -> tuple[optax.GradientTransformati
 
 def phase_state(state: Any, phase, total_steps: int) -> Any:
   """`state` (fresh optimizer state) with `phase`'s schedule over `total_steps`."""
-  return state.replace(opt_state=with_schedule(state.opt_state, phase.optim.learning_rate,
-                                               total_steps))
+  return state.replace(opt_state=core.with_schedule(
+      state.opt_state, phase.optim.learning_rate, total_steps))
 
 
 def _run_phase(*, config, phase, directory: str, name: str, step_fn: Callable, batches: Any,

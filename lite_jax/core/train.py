@@ -7,7 +7,7 @@ optimizer updates every `grad_accum_steps` of them, and schedules count updates.
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, NamedTuple
 
 import flax.struct
 import jax
@@ -83,6 +83,48 @@ def make_schedule(optim_config) -> optax.Schedule:
                   f"constant.")
 
 
+class CosineState(NamedTuple):
+  """`scale_by_cosine_in_state`'s state: the update count and the schedule itself, as data."""
+  count: jax.Array
+  peak: jax.Array
+  total: jax.Array
+  floor: jax.Array
+
+
+def scale_by_cosine_in_state() -> optax.GradientTransformation:
+  """Scales updates by -lr, lr = floor + (peak - floor) (1 + cos(pi min(count / total, 1))) / 2,
+  with peak, total and floor read from the optimizer state (`with_schedule`).
+
+  The schedule is data, not part of the transformation, so phases with different schedules
+  (a warm-up, a search, a final training) share one optimizer object and therefore one
+  compiled step (a train state holds its optimizer as a static field).
+  """
+  def init(params):
+    del params
+    return CosineState(jnp.zeros([], jnp.int32), jnp.zeros([], jnp.float32),
+                       jnp.ones([], jnp.float32), jnp.zeros([], jnp.float32))
+
+  def update(updates, state, params=None):
+    del params
+    progress = jnp.minimum(state.count / state.total, 1.0)
+    lr = state.floor + 0.5 * (state.peak - state.floor) * (1.0 + jnp.cos(jnp.pi * progress))
+    return (jax.tree.map(lambda u: -lr * u, updates),
+            state._replace(count=state.count + 1))
+
+  return optax.GradientTransformation(init, update)
+
+
+def with_schedule(opt_state: Any, peak: float, total: int, floor: float = 0.0) -> Any:
+  """`opt_state` with its `CosineState` set to a cosine from `peak` to `floor` over `total`
+  updates, the count restarted."""
+  def set_(node):
+    if isinstance(node, CosineState):
+      return CosineState(jnp.zeros([], jnp.int32), jnp.float32(peak),
+                         jnp.float32(max(total, 1)), jnp.float32(floor))
+    return node
+  return jax.tree.map(set_, opt_state, is_leaf=lambda n: isinstance(n, CosineState))
+
+
 def make_optimizer(optim_config, *, decay_mask: Any = None
                    ) -> tuple[optax.GradientTransformation, optax.Schedule]:
   """Adam (or SGD with momentum) with optional clipping, wrapped in `optax.MultiSteps` for
@@ -90,10 +132,18 @@ def make_optimizer(optim_config, *, decay_mask: Any = None
 
   `optim_config` fields: learning_rate, schedule, warmup_steps, warmup_init_lr, min_lr,
   total_updates, b1, b2, eps, weight_decay, clip_norm (0 = off), grad_accum_steps;
-  `optimizer` ("adam" when absent, or "sgd" with `momentum`). `decay_mask` (a pytree of
-  bools, or a function of the params giving one) limits weight decay to some leaves.
+  `optimizer` ("adam" when absent, or "sgd" with `momentum` and optional `nesterov`).
+  `schedule_in_state` (optional, cosine without warm-up only): the schedule lives in the
+  optimizer state (`scale_by_cosine_in_state`), so one optimizer object serves any peak and
+  length; the state this optimizer's `init` makes must be given its schedule by
+  `with_schedule` (the returned schedule is the one for `learning_rate` / `total_updates`,
+  for logging). `decay_mask` (a pytree of bools, or a function of the params giving one)
+  limits weight decay to some leaves.
   """
   schedule = make_schedule(optim_config)
+  in_state = optim_config.get("schedule_in_state", False)
+  if in_state and (optim_config.schedule != "cosine" or optim_config.warmup_steps):
+    raise UserError("schedule_in_state needs schedule='cosine' without warmup_steps.")
   parts = []
   if optim_config.clip_norm:
     parts.append(optax.clip_by_global_norm(optim_config.clip_norm))
@@ -104,11 +154,13 @@ def make_optimizer(optim_config, *, decay_mask: Any = None
   if name == "adam":
     parts.append(optax.scale_by_adam(b1=optim_config.b1, b2=optim_config.b2,
                                      eps=optim_config.eps))
-  elif name == "sgd":  # PyTorch's SGD: v = m*v + g; p -= lr*v (Nesterov off)
-    parts.append(optax.trace(decay=optim_config.momentum))
+  elif name == "sgd":  # PyTorch's SGD: v = m*v + g; p -= lr*v (or lr*(g + m*v), Nesterov)
+    parts.append(optax.trace(decay=optim_config.momentum,
+                             nesterov=bool(optim_config.get("nesterov", False))))
   else:
     raise UserError(f"unknown optimizer {name!r}; choose adam or sgd.")
-  parts.append(optax.scale_by_learning_rate(schedule))
+  parts.append(scale_by_cosine_in_state() if in_state else
+               optax.scale_by_learning_rate(schedule))
   tx = optax.chain(*parts)
   if optim_config.grad_accum_steps > 1:
     tx = optax.MultiSteps(tx, every_k_schedule=optim_config.grad_accum_steps)

@@ -11,6 +11,7 @@ from ml_collections import ConfigDict
 
 from lite_jax import core
 from lite_jax.core import macs, train
+from lite_jax.core.errors import UserError
 
 
 def _state(width=4, seed=0):
@@ -80,6 +81,51 @@ def test_gradient_accumulation_equals_big_batch():
   updates, _ = tx.update(g2, state, params)
   big_updates, _ = tx_big.update((g1 + g2) / 2, tx_big.init(params), params)
   np.testing.assert_allclose(updates, big_updates, rtol=1e-6)
+
+
+def _sgd(**fields):
+  return ConfigDict(dict(optimizer="sgd", momentum=0.9, learning_rate=0.5, schedule="cosine",
+                         warmup_steps=0, warmup_init_lr=0.0, min_lr=0.01, total_updates=4,
+                         weight_decay=0.0, clip_norm=0.0, grad_accum_steps=1) | fields)
+
+
+def _run(tx, state, grads, params):
+  out = []
+  for g in grads:
+    updates, state = tx.update(g, state, params)
+    out.append(np.asarray(updates))
+  return out
+
+
+def test_nesterov_sgd_matches_pytorch_formula():
+  tx, schedule = train.make_optimizer(_sgd(nesterov=True))
+  params = jnp.zeros(2)
+  grads = [jnp.array([1.0, -2.0]), jnp.array([0.5, 1.0]), jnp.array([-1.0, 0.0])]
+  velocity, expected = np.zeros(2), []
+  for i, g in enumerate(grads):  # torch.optim.SGD(nesterov=True), dampening 0
+    velocity = 0.9 * velocity + np.asarray(g)
+    expected.append(-float(schedule(i)) * (np.asarray(g) + 0.9 * velocity))
+  np.testing.assert_allclose(_run(tx, tx.init(params), grads, params), expected, rtol=1e-6)
+
+
+def test_schedule_in_state_equals_the_schedule_and_serves_any_length():
+  params = jnp.zeros(2)
+  grads = [jnp.array([1.0, -2.0])] * 6
+  plain, _ = train.make_optimizer(_sgd(nesterov=True))
+  in_state, _ = train.make_optimizer(_sgd(nesterov=True, schedule_in_state=True,
+                                          learning_rate=123.0, total_updates=99))
+  state = train.with_schedule(in_state.init(params), peak=0.5, total=4, floor=0.01)
+  np.testing.assert_allclose(_run(in_state, state, grads, params),
+                             _run(plain, plain.init(params), grads, params), rtol=1e-6)
+  # Another peak and length: same transformation object, a different state.
+  plain_longer, _ = train.make_optimizer(_sgd(nesterov=True, learning_rate=0.2,
+                                              total_updates=6))
+  state = train.with_schedule(in_state.init(params), peak=0.2, total=6, floor=0.01)
+  np.testing.assert_allclose(_run(in_state, state, grads, params),
+                             _run(plain_longer, plain_longer.init(params), grads, params),
+                             rtol=1e-6)
+  with pytest.raises(UserError, match="schedule_in_state needs"):
+    train.make_optimizer(_sgd(schedule_in_state=True, warmup_steps=2))
 
 
 def test_check_finite():
