@@ -736,23 +736,6 @@ def phase_state(state: Any, phase, total_steps: int) -> Any:
       state.opt_state, phase.optim.learning_rate, total_steps))
 
 
-def _run_phase(*, config, phase, directory: str, name: str, step_fn: Callable, batches: Any,
-               total_steps: int, initial: Callable[[], Any], schedule: optax.Schedule,
-               mesh: Any, summarize: Callable = core.loop.mean_over_steps,
-               step_args: tuple = ()) -> Any:
-  """Runs (or resumes, or finds finished) one phase; its final state."""
-  first = initial()
-  loop = core.TrainLoop(directory=directory, step_fn=step_fn, batches=batches,
-                        step_args=step_args,
-                        total_steps=total_steps, intervals=phase, mesh=mesh, config=config,
-                        learning_rate=lambda step: schedule(step - 1), summarize=summarize,
-                        name=name)
-  result = core.loop.run(loop, training.shapes(first), lambda: first)
-  if result.step < total_steps:
-    raise core.StoppedEarly(name, result.step, total_steps)
-  return result.state
-
-
 def search_batches(data: image_data.ClassificationData, config, batch_size: int,
                    total_steps: int, *, with_arch: bool) -> grain.MapDataset:
   """Step i's batch: training batch i (`image`, `label`) and, on the steps that update the
@@ -826,7 +809,7 @@ def warmup(s: Setup, config, workdir: str, lut: LatencyLUT) -> SearchState:
   phase = config.warmup
   total = training.num_steps(len(s.data.train), phase)
   tx, schedule = phase_optimizer(phase, total)
-  return _run_phase(
+  return training.run_phase(
       config=config, phase=phase, directory=os.path.join(workdir, "warmup"), name="warmup",
       step_fn=s.search_step(config, lut), batches=search_batches(
           s.data, config, phase.batch_size, total, with_arch=False),
@@ -847,7 +830,7 @@ def search_one(s: Setup, config, workdir: str, warm: SearchState, name: str, ref
   tx, schedule = phase_optimizer(phase, total)
   directory = os.path.join(workdir, f"search_{name}")
   variables = {"params": warm.params["model"], "batch_stats": warm.batch_stats}
-  state = _run_phase(
+  state = training.run_phase(
       config=config, phase=phase, directory=directory, name=f"search {name}",
       step_fn=s.search_step(config, lut), batches=search_batches(
           s.data, config, phase.batch_size, total, with_arch=True),
@@ -1022,7 +1005,7 @@ def train(config, workdir: str, setup_: Setup | None = None) -> dict[str, Any]:
     batches = image_data.train_batches(
         s.data.train, batch_size=phase.batch_size, num_steps=total, seed=config.seed,
         augment=s.data.augment, image_size=config.data.image_size)
-    state = _run_phase(
+    state = training.run_phase(
         config=config, phase=phase, directory=os.path.join(workdir, f"train_{net.name}"),
         name=f"train {net.name}", step_fn=training.make_step(
             model, label_smoothing=phase.label_smoothing), batches=batches, total_steps=total,

@@ -201,14 +201,33 @@ def train_phase(*, model: nn.Module, data: image_data.ClassificationData,
   total_steps = num_steps(len(data.train), phase)
   tx, schedule = phase_optimizer(phase, total_steps)
   initial = make_state(tx)
-  loop = core.TrainLoop(
-      directory=directory, step_fn=step_fn or make_step(model, signed_inputs),
+  return run_phase(
+      config=config, phase=phase, directory=directory, name=name,
+      step_fn=step_fn or make_step(model, signed_inputs),
       batches=image_data.train_batches(
           data.train, batch_size=phase.batch_size, num_steps=total_steps, seed=config.seed,
           augment=data.augment, image_size=config.data.image_size),
-      total_steps=total_steps, intervals=phase, mesh=mesh, config=config,
-      learning_rate=lambda step: schedule(step - 1), name=name)
-  result = core.loop.run(loop, shapes(initial), lambda: initial)
+      total_steps=total_steps, initial=lambda: initial, schedule=schedule, mesh=mesh)
+
+
+def run_phase(*, config: ml_collections.ConfigDict, phase: ml_collections.ConfigDict,
+              directory: str, name: str, step_fn: Callable, batches: Any, total_steps: int,
+              initial: Callable[[], Any], schedule: optax.Schedule, mesh: Any,
+              summarize: Callable = core.loop.mean_over_steps, step_args: tuple = ()) -> Any:
+  """Runs (or resumes, or finds finished) one phase of `total_steps` on the shared loop; its
+  final state. `initial()` is called once, for the state's shapes and a fresh start;
+  `phase` gives the loop's intervals; `schedule` is logged as the learning rate.
+
+  Raises:
+    core.StoppedEarly: when the loop stops before the phase's last step.
+  """
+  first = initial()
+  loop = core.TrainLoop(directory=directory, step_fn=step_fn, batches=batches,
+                        step_args=step_args, total_steps=total_steps, intervals=phase,
+                        mesh=mesh, config=config,
+                        learning_rate=lambda step: schedule(step - 1), summarize=summarize,
+                        name=name)
+  result = core.loop.run(loop, shapes(first), lambda: first)
   if result.step < total_steps:
     raise core.StoppedEarly(name, result.step, total_steps)
   return result.state
