@@ -64,6 +64,17 @@ def test_fungi_folds_are_grouped_by_building(tmp_path):
   assert out["fungi"]["grnn"]["r2"] > 0.2
 
 
+def test_repeated_holdout_and_too_few_rows_for_the_folds(tmp_path):
+  c = _config(**{"compare.models": "grnn", "cv.method": "holdout", "cv.repeats": 3})
+  out = pipeline.compare(c, str(tmp_path))
+  assert out["cv"] == "3 x 20% hold-out"
+  path = tmp_path / "three.csv"
+  energy_data.write_csv(str(path), energy_data.generate_swh(3, seed=1))
+  c = _config(**{"compare.models": "grnn", "data.source": f"csv:{path}", "cv.folds": 5})
+  with pytest.raises(UserError, match=r"too few rows \(3\) for 5 folds"):
+    pipeline.compare(c, str(tmp_path))
+
+
 def test_fit_then_predict_from_csv_reproduces_the_model(workdir, tmp_path):
   c = _config(model="elm")
   fitted = pipeline.fit(c, workdir)
