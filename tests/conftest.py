@@ -4,7 +4,11 @@
 - XLA:CPU without LLVM's expensive optimizations: the tests' programs are tiny, so compiling
   them is most of the suite's time, and these flags cut a GAN training step's compile from 23 s
   to 13 s while results stay within the tests' tolerances (launchers the tests start inherit
-  them through the environment).
+  them through the environment). Run time does not undo the gain: four of the slowest files
+  (SPADE training, Lite Transformer train and compress, HAQ), each cold-cache on a shared
+  2-core VM, took 712 s user CPU in all with both flags, 902 s with only the LLVM one and
+  925 s with neither (each file was fastest with both), likely because XLA:CPU runs
+  convolutions and matmuls as precompiled library calls that these flags do not affect.
 - A persistent compilation cache shared by the tests and the launchers they start: the
   end-to-end tests compile the same tiny programs several times (fresh runs, resumed runs,
   subprocesses), and compiling dominates their time on a 2-core machine.
