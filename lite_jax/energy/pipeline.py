@@ -118,6 +118,20 @@ def load_model(path_dir: str) -> models.Regressor:
   return models.load_regressor(path_dir)
 
 
+def overridden(config: ml_collections.ConfigDict, **fields) -> ml_collections.ConfigDict:
+  """A copy of `config` with `fields` set (dotted paths, e.g. `models.ann.hidden`); the
+  original, possibly locked by the launcher, is left alone."""
+  copy = config.copy_and_resolve_references()
+  with copy.unlocked():
+    for path, value in fields.items():
+      *parents, leaf = path.split(".")
+      node = copy
+      for name in parents:
+        node = node[name]
+      node[leaf] = value
+  return copy
+
+
 def model_names(spec: str) -> list[str]:
   names = [n.strip() for n in spec.split(",") if n.strip()]
   unknown = [n for n in names if n not in models.REGRESSORS]
@@ -186,10 +200,7 @@ def compare_dataset(config, dataset: str, workdir: str) -> dict:
     target = sch.target_names[0]
 
     def ann_of_size(h):
-      sized = config.copy_and_resolve_references()
-      with sized.unlocked():
-        sized.models.ann.hidden = int(h)
-      return regressor(sized, "ann")
+      return regressor(overridden(config, **{"models.ann.hidden": int(h)}), "ann")
     sweep = evaluation.hidden_size_sweep(ann_of_size, sizes, x, table.columns[target], folds)
   summary = {
       "rows": len(table), "inputs": len(sch.inputs), "cv": described,
@@ -398,19 +409,13 @@ def demo(config, workdir: str) -> dict:
   start = time.perf_counter()
   out = {}
   for dataset in [d.strip() for d in config.demo.datasets.split(",") if d.strip()]:
-    per = config.copy_and_resolve_references()
-    with per.unlocked():
-      per.dataset = dataset
-      per.target_transform = config.demo.target_transforms.get(dataset, "none")
+    per = overridden(config, dataset=dataset,
+                     target_transform=config.demo.target_transforms.get(dataset, "none"))
     summary = compare_dataset(per, dataset, workdir)
     out[dataset] = {t: {n: {k: round(m[k], 4) for k in ("rmse", "r2", "within_30")}
                         for n, m in summary[t].items()}
                     for t in energy_data.schema(dataset).target_names}
-  swh = config.copy_and_resolve_references()
-  with swh.unlocked():
-    swh.dataset = "swh"
-    swh.target_transform = "none"
-  screened = screen(swh, workdir)
+  screened = screen(overridden(config, dataset="swh", target_transform="none"), workdir)
   out["top_design"] = screened["top_design"]
   out["designs_screened"] = screened["designs"]
   out["seconds"] = round(time.perf_counter() - start, 1)

@@ -22,13 +22,7 @@ def _config(**overrides):
   c.compare.models = "elm,grnn"
   c.models.elm.members = 4
   c.screen.members = 3
-  for key, value in overrides.items():
-    node = c
-    *path, leaf = key.split(".")
-    for p in path:
-      node = node[p]
-    node[leaf] = value
-  return c
+  return pipeline.overridden(c, **overrides)
 
 
 @pytest.fixture(scope="module")
