@@ -56,7 +56,9 @@ def trilinear_corners(norm_coords: jax.Array, resolution: int) -> tuple[jax.Arra
 
 def _check_args(voxels, norm_coords) -> None:
   shape = voxels.shape
-  if voxels.ndim != 5 or not shape[1] == shape[2] == shape[3] or min(shape) < 1:
+  # `any(d < 1 ...)`, not `min(shape) < 1`: a symbolic batch (jax.export) compares with a
+  # constant but not with the other sizes.
+  if voxels.ndim != 5 or not shape[1] == shape[2] == shape[3] or any(d < 1 for d in shape):
     raise ValueError(f"devoxelize_trilinear: voxels must be [batch, r, r, r, channels], got "
                      f"shape {list(shape)}.")
   if not jnp.issubdtype(voxels.dtype, jnp.floating):

@@ -10,4 +10,5 @@ from kernels.voxelize import normalize_coords, voxelize, voxelize_path, voxelize
 from lite_jax.pvcnn.layers import ConvBNLeaky3D, PVConv, SharedMLP, SqueezeExcite3D
 from lite_jax.pvcnn.models import (PartSegmentationNet, SceneSegmentationNet, VoxelUNet3D,
                                    build_model)
-from lite_jax.pvcnn.train import evaluate, profile, train_and_evaluate
+from lite_jax.pvcnn.export import export_segmenter
+from lite_jax.pvcnn.train import evaluate, profile, train_and_evaluate, trained_variables

@@ -153,8 +153,8 @@ def make_train_step(model: nn.Module, task: str) -> Callable:
 class _Run:
   """Everything `train_and_evaluate` and `evaluate` build from a config."""
   spec: TaskSpec
-  train: Sequence[dict]
-  test: Sequence[dict]
+  train: Sequence[dict] | None
+  test: Sequence[dict] | None
   total_steps: int
   model: nn.Module
   mesh: Any
@@ -164,14 +164,19 @@ class _Run:
   schedule: optax.Schedule
 
 
-def _setup(config: ml_collections.ConfigDict, workdir: str) -> _Run:
+def _setup(config: ml_collections.ConfigDict, workdir: str, with_data: bool = True) -> _Run:
+  """Data, model, mesh and train state of a config; without data (`train`/`test` None), the
+  state's shapes still match a checkpoint: the optimizer's state does not depend on how many
+  steps its schedule spans."""
   spec = task_spec(config)
-  train, test = load_data(config, workdir)
-  steps_per_epoch = len(train) // config.train.batch_size
-  if steps_per_epoch < 1:
-    raise UserError(f"the training set ({len(train)} examples) is smaller than one batch "
-                    f"({config.train.batch_size}).")
-  total_steps = max(1, round(config.train.num_epochs * steps_per_epoch))
+  train, test, total_steps = None, None, 1
+  if with_data:
+    train, test = load_data(config, workdir)
+    steps_per_epoch = len(train) // config.train.batch_size
+    if steps_per_epoch < 1:
+      raise UserError(f"the training set ({len(train)} examples) is smaller than one batch "
+                      f"({config.train.batch_size}).")
+    total_steps = max(1, round(config.train.num_epochs * steps_per_epoch))
   model = build_model(spec.task, config.model, spec.num_classes, spec.num_categories)
   mesh = core.mesh.from_config(config.mesh)
   rules = core.mesh.rules_from_config(config.mesh)
@@ -232,6 +237,16 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   with core.mesh.activate(run.mesh, run.rules):
     result = evaluate_state(run.model, state, run.spec, run.test, config, run.mesh, workdir)
   return {**result, "step": int(state.step), **kernel_paths(config)}
+
+
+def trained_variables(config: ml_collections.ConfigDict, workdir: str) -> tuple[dict, int]:
+  """`({"params", "batch_stats"}, step)` of the workdir's latest checkpoint, on the host (no
+  data is loaded)."""
+  run = _setup(config, workdir, with_data=False)
+  state = core.restore_finished(os.path.join(workdir, "checkpoints"), run.abstract,
+                                "train (--mode=train)")
+  variables = {"params": state.params, "batch_stats": state.batch_stats}
+  return jax.device_get(variables), int(state.step)
 
 
 # ---------------------------------------------------------------------------------------------
