@@ -11,6 +11,10 @@ Presets (`--config=experiments/configs/wmt_lite.py:PRESET`, or a flagfile that n
   Transformer-base fp32 (paper: 18.2x smaller); the `compress` section holds its settings.
     python -m experiments.wmt_lite --flagfile=experiments/flags/wmt_lite_demo.flags \
         --mode=compress
+* Any preset, after training: `--mode=export` writes the encoder and a decoder step as
+  portable `jax.export` artifacts (plain-JAX greedy/beam decoding, no lite_jax needed) with the
+  vocabulary and a README to <workdir>/export; the `export` section holds their lengths.
+    python -m experiments.wmt_lite --flagfile=experiments/flags/wmt_lite_demo.flags --mode=export
 * `{task}_{model}_d{dim}` with task in `wmt14_enfr`, `wmt_ende`, `iwslt14_deen`:
     - `wmt14_enfr_lite_d{200,408,496}`: WMT'14 En-Fr, newstest2014, tokenized BLEU
       35.3 / 39.1 / 39.6 at 90M / 360M / 527M Mult-Adds (paper / README).
@@ -153,6 +157,13 @@ def _base() -> ml_collections.ConfigDict:
   # A config ('path.py:preset') whose size at the sparsities chosen here is reported too
   # (extrapolated, nothing measured); '' = none.
   c.compress.extrapolate_to = "experiments/configs/wmt_lite.py:wmt14_enfr_lite_d496"
+
+  # --mode=export (lite_jax/lite_transformer/export.py): encoder, init_cache and decoder_step
+  # as jax.export artifacts in <workdir>/export, batch symbolic.
+  c.export = ml_collections.ConfigDict()
+  c.export.src_len = 0  # fixed source length; 0 = data.max_len
+  c.export.decode_length = 0  # decoder inputs in the cache, bos included; 0 = eval's longest
+  c.export.platforms = ("cpu", "cuda", "tpu")
 
   # Data parallel; experiments/flags/sharding_{fsdp,tensor_parallel}.flags change the rules.
   c.mesh = mesh_config()

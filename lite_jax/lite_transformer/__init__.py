@@ -3,6 +3,7 @@
 from lite_jax.lite_transformer.beam_search import beam_search
 from lite_jax.lite_transformer.beam_search import greedy_decode
 from lite_jax.lite_transformer.compress import compress_and_evaluate
+from lite_jax.lite_transformer.export import export_artifacts, export_workdir
 from lite_jax.lite_transformer.model import BranchSpec
 from lite_jax.lite_transformer.model import ConvBranch
 from lite_jax.lite_transformer.model import DEFAULT_KERNEL_SIZES

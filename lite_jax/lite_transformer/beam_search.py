@@ -22,7 +22,9 @@ from lite_jax.lite_transformer.model import EncoderDecoder
 from lite_jax.lite_transformer.model import init_cache
 
 
-def _max_decode_length(config, src_len, max_len_a, max_len_b, min_len):
+def max_decode_length(config, src_len, max_len_a, max_len_b, min_len):
+  """Most tokens decoded for a `src_len` source: `max_len_a * src_len + max_len_b` (fairseq's
+  rule), capped by the position table; checks `min_len` against it."""
   max_len = min(int(max_len_a * src_len + max_len_b), config.max_len - 1)
   if max_len < 1:
     raise ValueError(f"max_len_a * src_len + max_len_b must be at least 1, got {max_len}.")
@@ -100,7 +102,7 @@ def greedy_decode(model: EncoderDecoder, params, src_tokens: jax.Array, *,
   """
   config = model.config
   batch, src_len = src_tokens.shape
-  max_len = _max_decode_length(config, src_len, max_len_a, max_len_b, min_len)
+  max_len = max_decode_length(config, src_len, max_len_a, max_len_b, min_len)
   cache, step_fn = _start(model, params, src_tokens, 1, max_len)
   tokens = jnp.full((batch, max_len + 2), config.pad_id, jnp.int32).at[:, 0].set(config.bos_id)
   zeros = jnp.zeros((batch,), jnp.float32)
@@ -151,7 +153,7 @@ def beam_search(model: EncoderDecoder, params, src_tokens: jax.Array, *, beam_si
     raise ValueError(f"beam_size must be positive, got {beam_size}.")
   if no_repeat_ngram_size < 0:
     raise ValueError(f"no_repeat_ngram_size must be non-negative, got {no_repeat_ngram_size}.")
-  max_len = _max_decode_length(config, src_len, max_len_a, max_len_b, min_len)
+  max_len = max_decode_length(config, src_len, max_len_a, max_len_b, min_len)
   vocab = config.tgt_vocab_size
   cache, step_fn = _start(model, params, src_tokens, beam_size, max_len)
 

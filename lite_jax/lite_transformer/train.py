@@ -200,7 +200,7 @@ def _prepare_files(config: ml_collections.ConfigDict, workdir: str) -> None:
     translation.prepare_dataset(_text_dir(config, workdir),
                                 d.tfds_data_dir or os.path.join(workdir, "data", "tfds"),
                                 d.src_lang, d.tgt_lang)
-  spm_model = _tokenizer_path(config, workdir)
+  spm_model = tokenizer_path(config, workdir)
   if not d.spm_model and not os.path.exists(spm_model):
     corpus = _spm_corpus(_open_splits(config, workdir)["train"],
                          os.path.join(workdir, "data", "spm_corpus.txt"), d.spm_max_sentences)
@@ -217,11 +217,12 @@ def prepare_task(config: ml_collections.ConfigDict, workdir: str) -> Task:
   core.workdir.check_data_settings(os.path.join(workdir, "data"), _data_settings(config),
                                    rebuild=config.data.rebuild)
   core.workdir.on_first_process("corpus prepared", _prepare_files, config, workdir)
-  return Task(tokenizer=tokenizer_lib.Tokenizer(_tokenizer_path(config, workdir)),
+  return Task(tokenizer=tokenizer_lib.Tokenizer(tokenizer_path(config, workdir)),
               splits=_open_splits(config, workdir))
 
 
-def _tokenizer_path(config: ml_collections.ConfigDict, workdir: str) -> str:
+def tokenizer_path(config: ml_collections.ConfigDict, workdir: str) -> str:
+  """The SentencePiece model: `data.spm_model`, else the one training wrote to the workdir."""
   return config.data.spm_model or os.path.join(workdir, "data", "spm.model")
 
 
@@ -441,18 +442,23 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
           **_test_metrics(config, workdir, task, setup, params)}
 
 
+def require_trained(workdir: str) -> None:
+  """Raises a one-sentence `UserError` unless `workdir` holds a checkpoint."""
+  checkpoints = os.path.join(workdir, "checkpoints")
+  if not os.path.isdir(checkpoints) or not os.listdir(checkpoints):
+    raise UserError(f"{workdir} holds no trained model; train first (--mode=train) with this "
+                    f"workdir and config.")
+
+
 def translate(config: ml_collections.ConfigDict, workdir: str,
               lines: Iterable[str]) -> list[str]:
   """Translates source sentences with the workdir's checkpoint and vocabulary."""
   lines = list(lines)
   if not lines:
     raise UserError("nothing to translate: the input has no lines.")
-  checkpoints = os.path.join(workdir, "checkpoints")
-  if not os.path.isdir(checkpoints) or not os.listdir(checkpoints):
-    raise UserError(f"{workdir} holds no trained model; train first (--mode=train) with this "
-                    f"workdir and config.")
+  require_trained(workdir)
   # Only the vocabulary is needed, not the corpus (Tokenizer says clearly if it is missing).
-  task = Task(tokenizer=tokenizer_lib.Tokenizer(_tokenizer_path(config, workdir)), splits={})
+  task = Task(tokenizer=tokenizer_lib.Tokenizer(tokenizer_path(config, workdir)), splits={})
   setup = setup_model(config, task.tokenizer.vocab_size)
   params = load_params(config, setup, workdir)
   return decode_records(config, task, setup, params, [{"src": s, "tgt": ""} for s in lines])[0]

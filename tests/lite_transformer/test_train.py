@@ -8,15 +8,17 @@ import re
 import socket
 import subprocess
 import sys
+import textwrap
 
 import chex
 import jax
 import numpy as np
 import pytest
 
+from data import tokenizer as tokenizer_lib
 from experiments.configs import wmt_lite
 from lite_jax import core
-from lite_jax.lite_transformer import train
+from lite_jax.lite_transformer import EncoderDecoder, greedy_decode, train
 from tests.notebooks.notebook_runner import count_images, execute, snapshot
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -231,6 +233,40 @@ def test_launcher_translate_reads_stdin(trained):
   *translations, last = result.stdout.strip().splitlines()
   assert len(translations) == 2
   assert json.loads(last) == {"sentences": 2}
+
+
+def test_launcher_export_then_readme_decodes_as_the_library(trained, monkeypatch, capsys):
+  """`--mode=export` on the trained run, then the README's plain-JAX greedy loop, run as
+  written in the export folder, translates as `greedy_decode` does with the restored model."""
+  full, *_ = trained
+  result = _launch("--config=experiments/configs/wmt_lite.py:tiny", f"--workdir={full}",
+                   "--mode=export")
+  assert result.returncode == 0, result.stderr[-2000:]
+  metrics = json.loads(result.stdout.strip().splitlines()[-1])
+  # Tiny: data.max_len 48; eval allows min(1.5 * 48 + 8, model.max_len 64 - 1) tokens + bos.
+  assert (metrics["step"], metrics["src_len"], metrics["decode_length"]) == (8, 48, 64)
+  directory = os.path.join(full, "export")
+  assert {"encoder.jaxexport", "init_cache.jaxexport", "decoder_step.jaxexport",
+          "run_exported.py", "spm.model", "README.txt"} <= set(os.listdir(directory))
+  with open(os.path.join(directory, "README.txt"), encoding="utf-8") as f:
+    readme = f.read()
+  snippet = textwrap.dedent(readme[readme.index("  import numpy"):])
+  monkeypatch.chdir(directory)
+  monkeypatch.syspath_prepend(directory)
+  capsys.readouterr()
+  exec(snippet, {})  # pylint: disable=exec-used
+  translation = capsys.readouterr().out.strip()
+
+  config = _tiny()
+  tokenizer = tokenizer_lib.Tokenizer(os.path.join(directory, "spm.model"))
+  src_len = metrics["src_len"]
+  ids = tokenizer.encode("a source sentence")[:src_len - 1] + [tokenizer_lib.EOS_ID]
+  src = np.zeros((1, src_len), np.int32)  # pad_id 0
+  src[0, :len(ids)] = ids
+  model = EncoderDecoder(train.model_config(config, tokenizer.vocab_size))
+  tokens, _ = greedy_decode(model, _params(full, config), src, max_len_a=1.5, max_len_b=8)
+  assert translation == tokenizer.decode(np.asarray(tokens)[0])
+  assert translation  # a real decode: the trained model says something
 
 
 def test_tokenized_bleu_moses_splits_punctuation():
