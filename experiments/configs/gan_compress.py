@@ -183,6 +183,12 @@ def _base() -> ml_collections.ConfigDict:
 
   c.mesh = mesh_config()  # data parallel: batches split over devices
 
+  # The export phase always writes `compressed.jaxexport` and `teacher.jaxexport` (plain-JAX
+  # artifacts); `onnx` adds `compressed.onnx` and `teacher.onnx` (needs the optional
+  # requirements-export.txt).
+  c.export = ml_collections.ConfigDict()
+  c.export.onnx = False
+
   c.eval = ml_collections.ConfigDict()
   c.eval.fid_weights = ""  # path to pt_inception-2015-12-05-6726825d.pth (or its .npz)
   c.eval.batch_size = 16

@@ -177,12 +177,35 @@ class Conv(nn.Module):
     return apply_mask(y, out_mask)
 
 
+class TransposedConv(nn.Module):
+  """The parameters and arithmetic of `UpConv` (kernel 3, stride 2, PyTorch padding 1 and
+  output padding 1), written on `lax.conv_transpose` rather than `nn.ConvTranspose` because
+  ONNX converters (jax2onnx) replace flax's layer and reject its `transpose_kernel=True`; the
+  lax primitive converts. Parameters are `nn.ConvTranspose(transpose_kernel=True)`'s, so
+  checkpoints and `pruning` see the same tree: `kernel: [3, 3, features, in]` (PyTorch's
+  `weight[in, out, kh, kw]` transposed), `bias: [features]`.
+  """
+  features: int
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    """`x: [batch, h, w, in]` -> `[batch, 2h, 2w, features]`."""
+    kernel = self.param("kernel", weight_init, (3, 3, self.features, x.shape[-1]))
+    bias = self.param("bias", nn.initializers.zeros, (self.features,))
+    y = jax.lax.conv_transpose(x.astype(self.dtype), kernel.astype(self.dtype), (2, 2),
+                               ((1, 2), (1, 2)), dimension_numbers=("NHWC", "HWIO", "NHWC"),
+                               transpose_kernel=True)
+    return y + bias.astype(self.dtype)
+
+
 class UpConv(nn.Module):
   """`nn.ConvTranspose2d(k=3, stride=2, padding=1, output_padding=1)`: doubles height/width.
 
   PyTorch's transposed convolution is a convolution over the stride-dilated input padded by
   `k - 1 - padding` before and `k - 1 - padding + output_padding` after, with the kernel
   flipped (`transpose_kernel=True`); checked against a scatter-form numpy loop in the tests.
+  Parameters: `conv/kernel: [3, 3, features, in]`, `conv/bias: [features]`.
   """
   features: int
   dtype: Any = jnp.float32
@@ -190,9 +213,7 @@ class UpConv(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array, out_mask: jax.Array | None = None) -> jax.Array:
     """`x: [batch, h, w, in]` -> `[batch, 2h, 2w, features]`."""
-    y = nn.ConvTranspose(self.features, (3, 3), strides=(2, 2), padding=((1, 2), (1, 2)),
-                         transpose_kernel=True, kernel_init=weight_init, dtype=self.dtype,
-                         name="conv")(x)
+    y = TransposedConv(self.features, self.dtype, name="conv")(x)
     return apply_mask(y, out_mask)
 
 

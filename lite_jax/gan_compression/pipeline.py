@@ -10,7 +10,10 @@ evaluate, each phase resumable in its own folder of one workdir.
     <workdir>/search.json  the chosen sub-network and every scored candidate (+ search.png)
     <workdir>/finetune/    the chosen sub-network trained on with the same losses (only when
                            `finetune.nepochs + finetune.nepochs_decay > 0`)
-    <workdir>/export/      the compact generator: sliced (or fine-tuned) weights + generator.json
+    <workdir>/export/      the compact generator: sliced (or fine-tuned) weights + generator.json;
+                           `compressed.jaxexport` and `teacher.jaxexport` (+ `.json`,
+                           `run_exported.py`) to run both with plain JAX; with `export.onnx`,
+                           `compressed.onnx` and `teacher.onnx`
     <workdir>/compare.png  input | teacher | compressed (| target) on test images
 
 Every phase trains on `core.loop.run` with the intervals of `config.train` and its own batch
@@ -37,7 +40,8 @@ import numpy as np
 from data import gan_images
 from lite_jax import core
 from lite_jax.core.errors import UserError
-from lite_jax.gan_compression import layers, standalone, subnet_search
+from lite_jax.core import export as portable
+from lite_jax.gan_compression import layers, onnx_export, spade_recipe, standalone, subnet_search
 from lite_jax.gan_compression.recipe import (GanState, Recipe, Teacher, abstract_variables,
                                              compact_variables, has_epochs, lr_schedule,
                                              state_maker)
@@ -262,7 +266,16 @@ def export(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   """Writes the compact generator at the chosen config: `<workdir>/export/` holds
   `generator.json` (the generator's fields) and its variables, the fine-tuned ones when
   `finetune` has epochs, else the super-network's sliced to it (then, for SPADE, batch norm
-  re-calibrated); `standalone.load_generator` reads it back without the super-network."""
+  re-calibrated); `standalone.load_generator` reads it back without the super-network.
+
+  Beside them, the compressed generator and the teacher as portable artifacts
+  (`lite_jax.core.export`, symbolic batch): `compressed.jaxexport` and `teacher.jaxexport`
+  with their `.json` signatures and `run_exported.py` (plain JAX, no `lite_jax`); with
+  `export.onnx`, also `compressed.onnx` and `teacher.onnx` (`onnx_export`, needs jax2onnx).
+  The artifacts' inputs are `portable_generator`'s.
+  """
+  if config.export.onnx:
+    onnx_export.require_converter()  # before restoring anything
   recipe = recipe_for(config)
   task = recipe.load_task(workdir)
   channels = chosen_channels(recipe, workdir)
@@ -272,10 +285,52 @@ def export(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   variables = layers.slice_params(compact_variables(recipe.generator_variables(source)),
                                   abstract_variables(generator, recipe.input_shape))
   directory = os.path.join(workdir, "export")
-  standalone.save_generator(directory, generator,
-                            recipe.export_variables(generator, variables, task))
-  return {"phase": "export", "path": directory, "channels": layers.format_channels(channels),
-          **recipe.profile(generator)}
+  variables = recipe.export_variables(generator, variables, task)
+  standalone.save_generator(directory, generator, variables)
+  teacher = trained_teacher(recipe, workdir, task)
+  result = {"phase": "export", "path": directory, "channels": layers.format_channels(channels),
+            **recipe.profile(generator)}
+  for name, module, params, what in (
+      ("compressed", generator, variables, f"compressed generator {result['channels']}"),
+      ("teacher", teacher.generator, teacher.variables, "teacher generator")):
+    fn, inputs = portable_generator(config, module, params)
+    profile = recipe.profile(module)
+    result[f"{name}_jaxexport"] = portable.export(
+        fn, inputs, directory, name, description=f"GAN Compression {config.task} {what}",
+        metadata={"task": config.task, "channels": layers.format_channels(module.channels),
+                  "separable": module.separable, **profile})
+    if config.export.onnx:
+      image = next(iter(inputs.values())).shape
+      result[f"{name}_onnx"] = onnx_export.export_onnx(
+          module, params, os.path.join(directory, f"{name}.onnx"), height=image[1],
+          width=image[2], input_channels=onnx_input_channels(config))
+  return result
+
+
+def portable_generator(config: ml_collections.ConfigDict, generator, variables
+                       ) -> tuple[Callable[..., Any], dict[str, portable.Spec]]:
+  """`(fn, inputs)` of a generator as the portable artifacts take it (batch symbolic).
+
+  ResNet family: `images: float32 [batch, crop, crop, 3]` in [-1, 1]. GauGAN: what its
+  batches hold, `label: int32 [batch, h, w]` (class ids, 255 = dontcare) and `edge: float32
+  [batch, h, w]` (instance edges), turned into the one-hot map inside (`semantic_input`).
+  The output is `float32 [batch, h, w, 3]` in [-1, 1].
+  """
+  if config.task == "gaugan":
+    height, width = spade_recipe.image_size(config)
+    return (lambda label, edge: generator.apply(
+        variables, spade_recipe.semantic_input(label, edge, config)),
+            {"label": portable.Spec(("batch", height, width), "int32"),
+             "edge": portable.Spec(("batch", height, width), "float32")})
+  size = config.data.crop_size
+  return (lambda images: generator.apply(variables, images),
+          {"images": portable.Spec(("batch", size, size, 3), "float32")})
+
+
+def onnx_input_channels(config: ml_collections.ConfigDict) -> int:
+  """Channels of the ONNX models' input: RGB, or GauGAN's one-hot semantic map (ONNX models
+  take the map `spade_recipe.semantic_input` makes)."""
+  return spade_recipe.semantic_nc(config) if config.task == "gaugan" else 3
 
 
 def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:

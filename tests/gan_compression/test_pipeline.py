@@ -1,9 +1,11 @@
 """End to end on the tiny preset: teacher -> distill -> search -> finetune -> export -> evaluate,
-exact resume of the distillation, the export round trip, FID, phase-order errors. CycleGAN and
-the launcher have their own files, so the test processes share the work."""
+exact resume of the distillation, the export round trip, FID, phase-order errors, and the
+quickstart notebook on the finished pipeline. CycleGAN and the launcher have their own files, so
+the test processes share the work."""
 
 import json
 import os
+import re
 import shutil
 
 import jax
@@ -14,19 +16,27 @@ import pytest
 from experiments.configs import gan_compress as configs
 from lite_jax import core
 from lite_jax.gan_compression import pipeline, standalone
+from tests.notebooks.notebook_runner import count_images, execute, snapshot
 
 pytestmark = pytest.mark.slow  # end to end (deselect with -m "not slow")
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
-  """The tiny pipeline, phase by phase, with one fine-tuning epoch."""
+def finished_run(tmp_path_factory):
+  """The tiny pipeline, phase by phase, with one fine-tuning epoch: config, workdir, results,
+  and a copy of the finished workdir for the notebook (later tests change the original)."""
   workdir = str(tmp_path_factory.mktemp("gan_compress"))
   config = configs.get_config("tiny")
   config.finetune.nepochs = 1
   results = {mode: pipeline.run(mode, config, workdir)
              for mode in ("train_teacher", "distill", "search", "finetune", "export", "evaluate")}
-  return config, workdir, results
+  return config, workdir, results, snapshot(
+      workdir, str(tmp_path_factory.mktemp("gan_compress_notebook") / "work"))
+
+
+@pytest.fixture(scope="module")
+def run(finished_run):
+  return finished_run[:3]
 
 
 def test_pipeline_writes_everything_and_respects_the_budget(run):
@@ -167,3 +177,75 @@ def test_supernet_step_compiles_once_while_sampling_subnetworks(run):
     state, metrics = step(state, next(batches), frozen)
   assert step._cache_size() == 1
   assert np.isfinite(float(metrics["loss"]))
+
+
+def _exported_and_teacher(config, workdir):
+  """`{"compressed": (module, variables), "teacher": ...}` as the library runs them."""
+  recipe = pipeline.recipe_for(config)
+  teacher = pipeline.trained_teacher(recipe, workdir, recipe.load_task(workdir))
+  return {"compressed": standalone.load_generator(os.path.join(workdir, "export")),
+          "teacher": (teacher.generator, teacher.variables)}
+
+
+def test_portable_artifacts_match_the_generators_in_process_and_without_lite_jax(run):
+  """`compressed.jaxexport` / `teacher.jaxexport` (symbolic batch) against the library's
+  generators at two batch sizes, loaded here and run by `run_exported.py` in a plain-JAX
+  subprocess (no lite_jax on its path)."""
+  from lite_jax.core import export as portable
+  config, workdir, results = run
+  for name, (module, variables) in _exported_and_teacher(config, workdir).items():
+    artifact = results["export"][f"{name}_jaxexport"]
+    assert artifact == os.path.join(workdir, "export", f"{name}.jaxexport")
+    model = portable.load(artifact)
+    assert model.signature["metadata"]["channels"] == "_".join(map(str, module.channels))
+    forward = jax.jit(module.apply)
+    for batch in (1, 3):
+      x = jax.random.uniform(jax.random.key(batch), (batch, 16, 16, 3), minval=-1, maxval=1)
+      expected = np.asarray(forward(variables, x))
+      np.testing.assert_allclose(model(images=x), expected, atol=1e-5)
+    outputs = portable.run_standalone(artifact, {"images": np.asarray(x)})
+    np.testing.assert_allclose(outputs["output"], expected, atol=1e-5)
+
+
+def test_export_phase_writes_onnx_models_that_onnxruntime_runs(run):
+  """`export.onnx`: `compressed.onnx` and `teacher.onnx`, run by onnxruntime at two batch
+  sizes, within 1e-4 of JAX."""
+  pytest.importorskip("jax2onnx", reason="jax2onnx is not installed (requirements-export.txt)")
+  ort = pytest.importorskip("onnxruntime", reason="onnxruntime is not installed")
+  config, workdir, _ = run
+  config = config.copy_and_resolve_references()  # the same export again, plus ONNX
+  config.export.onnx = True
+  result = pipeline.export(config, workdir)
+  for name, (module, variables) in _exported_and_teacher(config, workdir).items():
+    session = ort.InferenceSession(result[f"{name}_onnx"], providers=["CPUExecutionProvider"])
+    forward = jax.jit(module.apply)
+    for batch in (1, 3):
+      x = np.asarray(jax.random.uniform(jax.random.key(batch), (batch, 16, 16, 3), minval=-1,
+                                        maxval=1))
+      (out,) = session.run(None, {"input": x})
+      assert np.abs(out - np.asarray(forward(variables, x))).max() <= 1e-4, name
+
+
+def test_the_notebook_runs_on_the_finished_pipeline_and_prints_its_results(finished_run,
+                                                                         monkeypatch):
+  """The quickstart's cells top to bottom on the copy of the finished workdir: its training
+  phases resume, the search and export run again (deterministic), so the lines it prints hold
+  the fixture's numbers; and its horse2zebra profile gives the reference's teacher size."""
+  _, _, results, finished = finished_run
+  text, outputs = execute("gan_compression_quickstart.ipynb", finished, monkeypatch)
+  assert re.search(r"ResNet-9 teacher \(ngf 64\) +- +11\.378M +56\.83G", text)
+  assert "jaxpr count of 16_16_24_16_32_64_16_24: 2.6406G MACs" in text
+  s, e = results["search"], results["evaluate"]
+  assert (f"search: {s['channels']} at {s['macs'] / 1e6:.3f}M MACs (budget "
+          f"{s['budget_macs'] / 1e6:.3f}M), held-out l1 {s['score']:.4f}; {s['num_evaluated']} "
+          f"of {s['search_space_size']} sub-networks scored") in text
+  assert (f"teacher: {e['teacher_macs'] / 1e6:.3f}M MACs, {e['teacher_params']} params; test L1 "
+          f"{e['teacher_l1']:.4f}, PSNR {e['teacher_psnr']:.2f} dB") in text
+  assert (f"compressed {e['channels']}: {e['macs'] / 1e6:.3f}M MACs ({e['macs_ratio']:.1f}x "
+          f"fewer), {e['params']} params; test L1 {e['l1']:.4f}, PSNR {e['psnr']:.2f} dB; L1 to "
+          f"the teacher {e['l1_to_teacher']:.4f}") in text
+  macs = results["export"]["macs"]
+  assert f"{macs} MACs traced, {macs} in closed form" in text
+  difference = re.search(r"artifact vs module on 3 images: max \|difference\| (\S+)", text)
+  assert difference and float(difference.group(1)) <= 1e-5
+  assert count_images(outputs) == 2  # compare.png and search.png

@@ -45,6 +45,21 @@ def test_up_conv_matches_pytorch_transposed_conv():
   np.testing.assert_allclose(out, expected, atol=1e-5)
 
 
+def test_up_conv_keeps_flax_conv_transpose_parameters():
+  """`UpConv` (written on `lax.conv_transpose` so that ONNX converters accept it) has the
+  parameter tree, shapes and function of the `nn.ConvTranspose(transpose_kernel=True)` it
+  replaced, so earlier checkpoints load and compute the same."""
+  from flax import linen as nn
+  x = jax.random.normal(jax.random.key(0), (2, 3, 5, 6))
+  flax_layer = nn.ConvTranspose(4, (3, 3), strides=(2, 2), padding=((1, 2), (1, 2)),
+                                transpose_kernel=True)
+  params = _randomize(flax_layer.init(jax.random.key(1), x)["params"])
+  ours = layers.UpConv(4).init(jax.random.key(1), x)["params"]
+  assert jax.tree.map(jnp.shape, ours) == {"conv": jax.tree.map(jnp.shape, params)}
+  np.testing.assert_allclose(layers.UpConv(4).apply({"params": {"conv": params}}, x),
+                             flax_layer.apply({"params": params}, x), atol=1e-5)
+
+
 def test_instance_norm_statistics_and_zero_channels():
   x = jax.random.normal(jax.random.key(0), (2, 8, 8, 4)) * 3 + 1
   x = x.at[..., 3].set(0.0)
