@@ -19,6 +19,7 @@ import pytest
 from data import label_maps
 from experiments.configs import gan_compress as configs
 from lite_jax import core, gan_compression
+from lite_jax.core import export as portable
 from lite_jax.gan_compression import pipeline, recipe, spade, spade_recipe, standalone, vgg
 from tests.gan_compression.test_spade_layers import NARROW_VGG, _vgg_state_dict
 
@@ -115,6 +116,25 @@ def test_exported_generator_equals_the_calibrated_supernet(run):
   np.testing.assert_allclose(run(generator, variables, seg),
                              run(super_net, super_variables, seg, jnp.asarray(channels)),
                              atol=2e-5)
+
+
+def test_portable_artifacts_take_label_maps_and_match_the_generators(run):
+  """`compressed.jaxexport` / `teacher.jaxexport` take the batches' `label` (int ids, 255 =
+  dontcare) and `edge` maps and build the one-hot input inside: equal to the library's
+  generators on that input (the symbolic batch is tested on the ResNet artifacts)."""
+  config, workdir, _ = run
+  gaugan = pipeline.recipe_for(config)
+  task = gaugan.load_task(workdir)
+  compressed = standalone.load_generator(os.path.join(workdir, "export"))
+  teacher = pipeline.trained_teacher(gaugan, workdir, task)
+  batch = next(label_maps.eval_batches(task.test, task.preprocess, 3))
+  for name, (generator, variables) in (("compressed", compressed),
+                                       ("teacher", (teacher.generator, teacher.variables))):
+    model = portable.load(os.path.join(workdir, "export", f"{name}.jaxexport"))
+    assert model.input_names == ["label", "edge"]
+    label, edge = np.asarray(batch["label"]), np.asarray(batch["edge"])
+    want = jax.jit(generator.apply)(variables, spade_recipe.semantic_input(label, edge, config))
+    np.testing.assert_allclose(model(label, edge), want, atol=1e-5)
 
 
 def test_finetune_starts_from_the_supernet_slice_and_is_exported(run, tmp_path):
