@@ -4,9 +4,12 @@
   python -m benchmarks.leakage --smoke    # tiny shapes and budget, for CPU tests
   python -m benchmarks.leakage --steps=10 --num_attacks=1,16   # a quick CPU measurement
 
-Prints one JSON line per measurement with the device and backend. The safeguard's early exit
-is off (`converged_fraction=0`, no restarts) so every attack runs the full budget and the
-numbers measure throughput, not convergence luck.
+Then the batched attack: a batch of `--batch_size` (8) images behind one gradient, iDLG labels,
+joint and per-sample schedules, `--batch_seeds` (16) seeds vmapped (`benchmark:
+dlg_lenet_batch`; `--smoke` runs it only when `--batch_size` is given). Prints one JSON line
+per measurement with the device and backend. The safeguard's early exit is off
+(`converged_fraction=0`, no restarts) so every attack runs the full budget and the numbers
+measure throughput, not convergence luck.
 """
 
 import json
@@ -22,14 +25,25 @@ _SMOKE = flags.DEFINE_bool("smoke", False, "Tiny shapes and budget (CPU tests)."
 _BATCHES = flags.DEFINE_list("num_attacks", ["1", "16", "64", "256"],
                              "Attacks vmapped in one program, one measurement each.")
 _REPEATS = flags.DEFINE_integer("repeats", 2, "Timed runs per measurement (after compiling).")
+_BATCH_SIZE = flags.DEFINE_integer("batch_size", 8, "Images behind the batched attack's gradient "
+                                   "(0 skips it).")
+_BATCH_SEEDS = flags.DEFINE_integer("batch_seeds", 16, "Batched attacks (seeds) vmapped.")
 _STEPS = flags.DEFINE_integer("steps", 300, "L-BFGS outer steps of 20 iterations (reference: "
                               "300); fewer for a quick CPU measurement.")
 
 
-def _measure(victim, grads, keys, config) -> tuple[float, float]:
-  """(compile seconds, best run seconds) for `len(keys)` attacks in one jitted vmap."""
-  run = jax.jit(jax.vmap(lambda g, k: leakage.dlg(victim, g, k, config=config),
-                         in_axes=(None, 0)))
+def _measure(victim, grads, keys, config, batch_size: int = 1,
+             schedule: str = "joint") -> tuple[float, float]:
+  """(compile seconds, best run seconds) for `len(keys)` attacks in one jitted vmap.
+
+  Batch 1: DLG (soft label). Larger batches: iDLG labels and the given schedule.
+  """
+  if batch_size == 1:
+    attack = lambda g, k: leakage.dlg(victim, g, k, config=config)
+  else:
+    attack = lambda g, k: leakage.idlg(victim, g, k, batch_size=batch_size, config=config,
+                                       schedule=schedule)
+  run = jax.jit(jax.vmap(attack, in_axes=(None, 0)))
   start = time.perf_counter()
   compiled = run.lower(grads, keys).compile()
   compile_s = time.perf_counter() - start
@@ -48,18 +62,25 @@ def main(argv):
     size, steps, max_iter = 8, 2, 3
   victim = leakage.make_victim("lenet", jax.random.PRNGKey(0), input_shape=(size, size, 3),
                                num_classes=100)
-  x = jax.random.uniform(jax.random.PRNGKey(1), (size * size * 3,)).reshape(1, size, size, 3)
-  grads = victim.gradient(x, victim.one_hot(np.array([7])))
   config = leakage.LBFGSConfig(steps=steps, max_iter=max_iter, converged_fraction=0.0,
                                patience=0)
   device = jax.devices()[0]
-  for count in counts:
+  runs = [("dlg_lenet", 1, count, "joint") for count in counts]
+  # The smoke run measures the batched attack only when asked (`--batch_size`).
+  if _BATCH_SIZE.value > 1 and (not _SMOKE.value or flags.FLAGS["batch_size"].present):
+    runs += [("dlg_lenet_batch", _BATCH_SIZE.value, _BATCH_SEEDS.value, schedule)
+             for schedule in ("joint", "per_sample")]
+  for name, batch_size, count, schedule in runs:
+    x = jax.random.uniform(jax.random.PRNGKey(1), (batch_size * size * size * 3,)).reshape(
+        batch_size, size, size, 3)
+    grads = victim.gradient(x, victim.one_hot((np.arange(batch_size) * 13 + 7) % 100))
     keys = jax.random.split(jax.random.PRNGKey(2), count)
-    compile_s, seconds = _measure(victim, grads, keys, config)
+    compile_s, seconds = _measure(victim, grads, keys, config, batch_size, schedule)
     print(json.dumps({
-        "benchmark": "dlg_lenet", "image_size": size, "lbfgs_iterations": steps * max_iter,
-        "num_attacks": count, "seconds": round(seconds, 4),
-        "attacks_per_second": round(count / seconds, 3),
+        "benchmark": name, "image_size": size, "batch_size": batch_size,
+        "batch_schedule": schedule,
+        "lbfgs_iterations": steps * max_iter, "num_attacks": count,
+        "seconds": round(seconds, 4), "attacks_per_second": round(count / seconds, 3),
         "ms_per_iteration": round(1e3 * seconds / (steps * max_iter), 4),
         "compile_seconds": round(compile_s, 2), "device": device.device_kind,
         "backend": jax.default_backend()}), flush=True)

@@ -186,9 +186,11 @@ def _select(pred, on_true: dict, on_false: dict) -> dict:
   return jax.tree.map(lambda a, b: jnp.where(pred, a, b), on_true, on_false)
 
 
-def iteration(state: LBFGSState, value_and_grad: Callable, config: LBFGSConfig) -> LBFGSState:
-  """One PyTorch L-BFGS iteration (memory update, direction, fixed step), with step rejection."""
-  # Memory update from the step that led here (PyTorch: skipped when yᵀs <= 1e-10).
+def _remember_last_step(state: LBFGSState, config: LBFGSConfig) -> dict:
+  """The memory fields after adding the pair of the step that led to `state.x`.
+
+  PyTorch skips the pair when yᵀs <= 1e-10 (a zero step adds nothing).
+  """
   y = state.grad - state.prev_grad
   s = state.step * state.direction
   ys = jnp.dot(y, s)
@@ -202,7 +204,14 @@ def iteration(state: LBFGSState, value_and_grad: Callable, config: LBFGSConfig) 
   yy = jnp.where(keep_pair, state.yy.at[slot, :].set(y_y).at[:, slot].set(y_y), state.yy)
   head = jnp.where(keep_pair, (slot + 1) % config.history_size, slot)
   h_diag = jnp.where(keep_pair, ys / jnp.dot(y, y), state.h_diag)
+  return dict(s_hist=s_hist, y_hist=y_hist, sy=sy, yy=yy, head=head, h_diag=h_diag)
 
+
+def iteration(state: LBFGSState, value_and_grad: Callable, config: LBFGSConfig) -> LBFGSState:
+  """One PyTorch L-BFGS iteration (memory update, direction, fixed step), with step rejection."""
+  memory = _remember_last_step(state, config)
+  s_hist, y_hist, sy, yy = memory["s_hist"], memory["y_hist"], memory["sy"], memory["yy"]
+  head, h_diag = memory["head"], memory["h_diag"]
   direction = -inverse_hessian_product(state.grad, s_hist, y_hist, sy, yy, head, h_diag)
   first_scale = jnp.minimum(1.0, 1.0 / jnp.sum(jnp.abs(state.grad)))
   converged = jnp.max(jnp.abs(state.grad)) <= config.tolerance_grad
@@ -250,7 +259,9 @@ def outer_step(state: LBFGSState, count: jax.Array, value_and_grad: Callable,
   start = state.replace(rejected=jnp.zeros((), jnp.int32))
   state = jax.lax.fori_loop(0, config.max_iter,
                             lambda _, st: iteration(st, value_and_grad, config), start)
-  stuck = jnp.all(state.x == start.x) & (state.rejected == 0)
+  # A run that started unevaluated spends one iteration evaluating: with max_iter = 1 that
+  # outer step cannot move, and is not a sign of being stuck.
+  stuck = start.evaluated & jnp.all(state.x == start.x) & (state.rejected == 0)
   converged = state.best_loss <= config.converged_fraction * state.initial_loss
   # Past convergence, float32 round-off stalls progress; more iterations change nothing.
   plateau = state.best_loss >= (1.0 - _PLATEAU) * start.best_loss
@@ -268,6 +279,49 @@ def outer_step(state: LBFGSState, count: jax.Array, value_and_grad: Callable,
                                                   state.checkpoint_loss))
   state = jax.tree.map(lambda a, b: jnp.where(restart, a, b), restarted, state)
   return state.replace(key=key), finished & jnp.logical_not(restart)
+
+
+def _record_snapshot(snapshots: jax.Array, count: jax.Array, every: int,
+                     best_x: jax.Array) -> jax.Array:
+  """Writes `best_x` after outer step `count` into slot `count // every`.
+
+  Written every step without a select (a select would copy the whole buffer each step): the
+  last write into a slot is the one after its `every`-th step, the value it should hold.
+  """
+  if not snapshots.shape[0]:
+    return snapshots
+  return snapshots.at[jnp.minimum(count // every, snapshots.shape[0] - 1)].set(best_x)
+
+
+def _outer_loop(state, outer: Callable, steps: int, num_snapshots: int):
+  """Runs `outer(state, count) -> (state, finished)` until every run finished or `steps`.
+
+  Returns `(state, losses [steps], snapshots [num_snapshots, *best_x.shape])`: the loss after
+  each outer step and `best_x` every `steps // num_snapshots` steps; a run that finished early
+  stays where it is for the rest of the budget.
+  """
+  every = steps // max(num_snapshots, 1)
+  losses = jnp.zeros((steps,), state.loss.dtype)
+  snapshots = jnp.zeros((num_snapshots,) + state.best_x.shape, state.best_x.dtype)
+
+  def not_finished(carry):
+    count, finished = carry[:2]
+    return (count < steps) & jnp.logical_not(finished)
+
+  def body(carry):
+    count, _, state, losses, snapshots = carry
+    state, finished = outer(state, count)
+    losses = losses.at[count].set(state.loss)
+    snapshots = _record_snapshot(snapshots, count, every, state.best_x)
+    return count + 1, finished, state, losses, snapshots
+
+  count, _, state, losses, snapshots = jax.lax.while_loop(
+      not_finished, body, (jnp.zeros((), jnp.int32), jnp.zeros((), bool), state, losses,
+                           snapshots))
+  losses = jnp.where(jnp.arange(steps) < count, losses, state.loss)
+  taken = ((jnp.arange(num_snapshots) + 1) * every <= count).reshape(
+      (num_snapshots,) + (1,) * state.best_x.ndim)
+  return state, losses, jnp.where(taken, snapshots, state.best_x)
 
 
 def minimize(fun: Callable[[jax.Array], jax.Array], init_fn: Callable[[jax.Array], jax.Array],
@@ -293,29 +347,149 @@ def minimize(fun: Callable[[jax.Array], jax.Array], init_fn: Callable[[jax.Array
   value_and_grad = jax.value_and_grad(fun)
   init_key, run_key = jax.random.split(key)
   state = init(init_fn(init_key), run_key, config)
-  every = config.steps // max(num_snapshots, 1)
-  losses = jnp.zeros((config.steps,), state.loss.dtype)
-  snapshots = jnp.zeros((num_snapshots,) + state.x.shape, state.x.dtype)
+  return _outer_loop(state, lambda st, count: outer_step(st, count, value_and_grad, init_fn,
+                                                           config), config.steps, num_snapshots)
 
-  def not_finished(carry):
-    count, finished = carry[:2]
-    return (count < config.steps) & jnp.logical_not(finished)
 
-  def body(carry):
-    count, _, state, losses, snapshots = carry
-    state, finished = outer_step(state, count, value_and_grad, init_fn, config)
-    losses = losses.at[count].set(state.loss)
-    if num_snapshots:
-      slot = jnp.minimum((count + 1) // every - 1, num_snapshots - 1)
-      snapshots = jnp.where((count + 1) % every == 0, snapshots.at[slot].set(state.best_x),
-                            snapshots)
-    return count + 1, finished, state, losses, snapshots
 
-  count, _, state, losses, snapshots = jax.lax.while_loop(
-      not_finished, body, (jnp.zeros((), jnp.int32), jnp.zeros((), bool), state, losses,
-                           snapshots))
-  # A run that finished early stays where it is for the rest of the budget.
-  losses = jnp.where(jnp.arange(config.steps) < count, losses, state.loss)
-  taken = (jnp.arange(num_snapshots) + 1) * every <= count
-  snapshots = jnp.where(taken[:, None], snapshots, state.best_x)
-  return state, losses, snapshots
+# ---------------------------------------------------------------------------------------------
+# Block-coordinate L-BFGS: one block (one sample of a batch) moves per outer step
+# ---------------------------------------------------------------------------------------------
+
+class BlockwiseState(flax.struct.PyTreeNode):
+  """Block-coordinate L-BFGS over `x [num_blocks, m]` (all leaves unbatched by `vmap`).
+
+  `blocks`: one `LBFGSState` per block, stacked (`[num_blocks, ...]` leaves), each with its
+  own curvature memory: a pair built while block b moved says nothing about block c.
+  `x, loss`: the current point and the full cost there. `best_x, best_loss`: the lowest full
+  cost seen after an outer step, over all restarts. `initial_loss`: the first run's starting
+  cost. `round_start`: `best_loss` when the current round (one visit of every block) began.
+  `run_best, checkpoint_loss`: the current run's lowest cost and its value at the last progress
+  check. `moved`: whether any block moved (or had a step rejected) in the current round.
+  """
+  blocks: LBFGSState
+  x: jax.Array
+  loss: jax.Array
+  best_x: jax.Array
+  best_loss: jax.Array
+  initial_loss: jax.Array
+  round_start: jax.Array
+  run_best: jax.Array
+  checkpoint_loss: jax.Array
+  moved: jax.Array
+  restarts: jax.Array
+  key: jax.Array
+
+
+def _blockwise_start(fun: Callable, x0: jax.Array, key: jax.Array,
+                     config: LBFGSConfig) -> dict:
+  """The fields of a (re)started blockwise run at `x0 [num_blocks, m]`."""
+  loss = _finite_or_inf(fun(x0))
+  blocks = jax.vmap(lambda xb, kb: init(xb, kb, config))(x0, jax.random.split(key, len(x0)))
+  return dict(blocks=blocks, x=x0, loss=loss, run_best=loss, checkpoint_loss=loss)
+
+
+def blockwise_outer_step(state: BlockwiseState, count: jax.Array, fun: Callable,
+                         init_fn: Callable, config: LBFGSConfig
+                         ) -> tuple[BlockwiseState, jax.Array]:
+  """Outer step `count`: `max_iter` iterations of block `count mod num_blocks` alone.
+
+  The block's cost is the full cost with every other block held where it is. The other
+  blocks moved since this block's last visit, so its loss and gradient are re-evaluated first
+  (one extra evaluation per outer step). The pair of the block's own last step is added to
+  its memory then (both its gradients are from the last visit), the context switch adds none,
+  and the block keeps its step length: the cautious scaled first step comes only on its first
+  visit or after a rejected step. With one block this is exactly `minimize`'s iteration.
+
+  After the last block of a round: the run is finished when it has converged
+  (`best_loss <= converged_fraction * initial_loss`) and the round improved `best_loss` by less
+  than 0.1%, or when no block moved in the round; an unconverged run restarts every block
+  from `init_fn` when no block moved, or when it did not halve its cost in `patience` rounds.
+
+  Returns the new state and whether the run is finished.
+  """
+  num_blocks = state.x.shape[0]
+  b = count % num_blocks
+  block = jax.tree.map(lambda a: a[b], state.blocks)
+  others = state.x
+
+  def block_cost(xb):
+    return fun(others.at[b].set(xb))
+
+  value_and_grad = jax.value_and_grad(block_cost)
+  loss, grad = value_and_grad(block.x)
+  # The pair of the block's last step (both gradients from its last visit's context) is
+  # stored now; the context switch itself (prev_grad = grad, zero step) adds none.
+  block = block.replace(**_remember_last_step(block, config), loss=loss, grad=grad,
+                        prev_grad=grad, step=jnp.zeros_like(block.step),
+                        evaluated=jnp.ones((), bool), rejected=jnp.zeros((), jnp.int32))
+  start_x = block.x
+  block = jax.lax.fori_loop(0, config.max_iter,
+                            lambda _, st: iteration(st, value_and_grad, config), block)
+  moved = state.moved | jnp.any(block.x != start_x) | (block.rejected > 0)
+  x = state.x.at[b].set(block.x)
+  loss = _finite_or_inf(block.loss)
+  improved = loss < state.best_loss
+  state = state.replace(
+      blocks=jax.tree.map(lambda a, v: a.at[b].set(v), state.blocks, block), x=x, loss=loss,
+      best_x=jnp.where(improved, x, state.best_x),
+      best_loss=jnp.where(improved, loss, state.best_loss),
+      run_best=jnp.minimum(state.run_best, loss), moved=moved)
+
+  round_end = b == num_blocks - 1
+  converged = state.best_loss <= config.converged_fraction * state.initial_loss
+  plateau = state.best_loss >= (1.0 - _PLATEAU) * state.round_start
+  stuck = jnp.logical_not(moved)
+  finished = round_end & (stuck | (converged & plateau))
+  next_round = dict(round_start=jnp.where(round_end, state.best_loss, state.round_start),
+                    moved=jnp.where(round_end, False, moved))
+  if config.patience <= 0:
+    return state.replace(**next_round), finished
+  rounds = count // num_blocks + 1
+  check = round_end & (rounds % config.patience == 0)
+  no_progress = check & (state.run_best > 0.5 * state.checkpoint_loss)
+  restart = round_end & jnp.logical_not(converged) & (stuck | no_progress)
+  key, restart_key, init_key = jax.random.split(state.key, 3)
+  state = state.replace(**next_round, key=key,
+                        checkpoint_loss=jnp.where(check, state.run_best, state.checkpoint_loss))
+  restarted = state.replace(**_blockwise_start(fun, init_fn(init_key), restart_key, config),
+                            restarts=state.restarts + 1)
+  state = jax.tree.map(lambda a, c: jnp.where(restart, a, c), restarted, state)
+  return state, finished & jnp.logical_not(restart)
+
+
+def minimize_blockwise(fun: Callable[[jax.Array], jax.Array],
+                       init_fn: Callable[[jax.Array], jax.Array], key: jax.Array,
+                       config: LBFGSConfig, num_snapshots: int = 0
+                       ) -> tuple[BlockwiseState, jax.Array, jax.Array]:
+  """Minimises `fun` over `x [num_blocks, m]` moving one block per outer step, round-robin.
+
+  The per-sample schedule of DLG on batches (Zhu et al. 2019: "one sample of the dummy batch
+  per iteration"): outer step k runs `config.max_iter` L-BFGS iterations on block
+  `k mod num_blocks` only (`blockwise_outer_step`), so `config.steps * config.max_iter` is
+  the total iteration count, each iteration moving one block. `config.patience` counts rounds
+  (visits of every block).
+
+  Args:
+    fun: `x [num_blocks, m] -> scalar` loss, >= 0 (convergence is relative to the start).
+    init_fn: `key -> x0 [num_blocks, m]`, also used for restarts.
+    key: PRNG key.
+    config: the optimiser settings.
+    num_snapshots: how many evenly spaced best points to return (must divide `steps`).
+
+  Returns:
+    `(state, losses [steps], snapshots [num_snapshots, num_blocks, m])` as in `minimize`:
+    `state.best_x` is the answer; `losses` the full cost after each outer step.
+  """
+  if num_snapshots and config.steps % num_snapshots:
+    raise ValueError(f"num_snapshots={num_snapshots} must divide steps={config.steps}.")
+  init_key, run_key, restart_key = jax.random.split(key, 3)
+  x0 = init_fn(init_key)
+  start = _blockwise_start(fun, x0, run_key, config)
+  false = jnp.zeros((), bool)
+  state = BlockwiseState(**start, best_x=x0, best_loss=start["loss"],
+                         initial_loss=start["loss"], round_start=start["loss"], moved=false,
+                         restarts=jnp.zeros((), jnp.int32), key=restart_key)
+  return _outer_loop(state, lambda st, count: blockwise_outer_step(st, count, fun, init_fn,
+                                                                     config),
+                     config.steps, num_snapshots)
