@@ -68,8 +68,8 @@ def _leaves(tree, is_leaf=None) -> list[dict[str, Any]]:
 
 
 def export(fn: Callable[..., Any], inputs: Mapping[str, Any], directory: str, name: str, *,
-           platforms: Sequence[str] = DEFAULT_PLATFORMS, description: str = "",
-           metadata: Mapping[str, Any] | None = None) -> str:
+           platforms: Sequence[str] = DEFAULT_PLATFORMS, constraints: Sequence[str] = (),
+           description: str = "", metadata: Mapping[str, Any] | None = None) -> str:
   """Serializes `fn(*inputs.values())` for `platforms`; returns the `.jaxexport` path.
 
   Args:
@@ -79,6 +79,8 @@ def export(fn: Callable[..., Any], inputs: Mapping[str, Any], directory: str, na
     directory: where the artifact, its signature and `run_exported.py` are written.
     name: the file stem.
     platforms: lowering targets; one artifact serves all of them.
+    constraints: bounds on the symbolic dimensions the function's shape checks need, e.g.
+      `("src_len <= 256",)` (`jax.export.SymbolicScope`); a call outside them is refused.
     description, metadata: recorded in the signature (metadata must be JSON-serializable).
   """
   if not inputs:
@@ -87,7 +89,7 @@ def export(fn: Callable[..., Any], inputs: Mapping[str, Any], directory: str, na
          if not all(_is_spec(x) for x in jax.tree_util.tree_leaves(tree, is_leaf=_is_spec))]
   if bad:
     raise UserError(f"export inputs {bad} must be portable.Spec values (or pytrees of them).")
-  scope = jax_export.SymbolicScope()
+  scope = jax_export.SymbolicScope(tuple(constraints))
   exported = jax_export.export(jax.jit(fn), platforms=tuple(platforms))(
       *_abstract(inputs, scope))
   os.makedirs(directory, exist_ok=True)
@@ -99,7 +101,8 @@ def export(fn: Callable[..., Any], inputs: Mapping[str, Any], directory: str, na
       "name": name, "description": description,
       "inputs": [{"name": n, "leaves": _leaves(tree, _is_spec)} for n, tree in inputs.items()],
       "outputs": _leaves(out_tree),
-      "platforms": list(exported.platforms), "jax_version": jax.__version__,
+      "platforms": list(exported.platforms), "constraints": list(constraints),
+      "jax_version": jax.__version__,
       "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
       "metadata": dict(metadata or {}),
   }

@@ -62,8 +62,10 @@ class ExportedModel:
     if len(args) != len(self.input_names):
       raise TypeError(f"the model takes {len(self.input_names)} inputs {self.input_names}, "
                       f"got {len(args)}.")
+    sizes: dict = {}
     for name, value, entry in zip(self.input_names, args, self.signature["inputs"]):
-      _check_leaves(name, value, entry["leaves"])
+      _check_leaves(name, value, entry["leaves"], sizes)
+    _check_constraints(self.signature.get("constraints", ()), sizes)
     return self.exported.call(*args)
 
   def describe(self) -> str:
@@ -71,6 +73,8 @@ class ExportedModel:
     lines = [f"{self.signature['name']}: {self.signature['description']}",
              f"  platforms {', '.join(self.exported.platforms)}; written by jax "
              f"{self.signature.get('jax_version', '?')}"]
+    if self.signature.get("constraints"):
+      lines.append(f"  constraints {', '.join(self.signature['constraints'])}")
     for entry in self.signature["inputs"]:
       for leaf in entry["leaves"]:
         lines.append(f"  input  {entry['name']}{leaf['path']}: {leaf['dtype']}{leaf['shape']}")
@@ -97,7 +101,9 @@ class ExportedModel:
       return jax.tree_util.tree_unflatten(tree, [archive[p] for p in paths])
 
 
-def _check_leaves(name: str, value, leaves: list) -> None:
+def _check_leaves(name: str, value, leaves: list, sizes: dict) -> None:
+  """Shapes and dtypes against the signature; `sizes` collects each symbolic dimension's size
+  so that every input agrees on it."""
   flat = jax.tree_util.tree_leaves(value)
   if len(flat) != len(leaves):
     raise ValueError(f"input {name} must have {len(leaves)} arrays, got {len(flat)}.")
@@ -109,6 +115,22 @@ def _check_leaves(name: str, value, leaves: list) -> None:
     if not fits or dtype != leaf["dtype"]:
       raise ValueError(f"input {name}{leaf['path']} must be {leaf['dtype']}{want} (a string is "
                        f"any size), got {dtype}{list(shape)}.")
+    for symbol, size in zip(want, shape):
+      if isinstance(symbol, str) and sizes.setdefault(symbol, size) != size:
+        raise ValueError(f"input {name}{leaf['path']} has {symbol} = {size}, but an input "
+                         f"before it has {symbol} = {sizes[symbol]}.")
+
+
+def _check_constraints(constraints, sizes: dict) -> None:
+  """The signature's simple bounds (`name <= N`, `name >= N`) with a clear message; anything
+  else is left to `jax.export`'s own shape refinement."""
+  for constraint in constraints:
+    parts = constraint.split()
+    if len(parts) != 3 or parts[0] not in sizes or parts[1] not in ("<=", ">="):
+      continue
+    size, bound = sizes[parts[0]], int(parts[2])
+    if (size > bound) if parts[1] == "<=" else (size < bound):
+      raise ValueError(f"{parts[0]} = {size} breaks the exported bound {constraint}.")
 
 
 def load(path: str) -> ExportedModel:

@@ -12,10 +12,9 @@ loader: jax + numpy only), the SentencePiece vocabulary and a `README.txt`:
     decoder_step(encoded, src_mask, cache, tokens int32[batch, 1])
         -> (log_probs float32[batch, vocab], cache)
 
-`batch` is symbolic (any size, compiled once per size on first call). `src_len` is fixed
-(`export.src_len`, default `data.max_len`): the model builds its position table with numpy from
-the length and checks it against `max_len`, neither of which a symbolic length passes. Sources
-are padded with pad_id to `src_len`; the encoder masks padding (attention keys, conv inputs), so
+`batch` and `src_len` are symbolic (any size; `src_len` at most `export.src_len`, default
+`data.max_len`; each new shape compiles once on its first call). A batch's sources are padded
+with pad_id to its longest; the encoder masks padding (attention keys, conv inputs), so
 real tokens encode as they would unpadded. The cache (a pytree; its scalars are the shared
 step counters, every other leaf has the batch first) holds `decode_length` decoder inputs, bos
 included. `decoder_step` returns raw log-probabilities: the search (greedy or beam, fairseq's
@@ -62,20 +61,28 @@ def _decoder_step(model, params, encoded, src_mask, cache, tokens):
 
 
 def _cache_specs(model, params, src_len: int, decode_length: int) -> Any:
-  """The cache's leaves as `Spec`s with a symbolic leading "batch" (scalars stay scalars)."""
-  probe = 2  # a batch no other cache dimension is likely to equal, to catch a layout change
-  encoded = jax.ShapeDtypeStruct((probe, src_len, model.config.d_model), model.config.dtype)
-  mask = jax.ShapeDtypeStruct((probe, src_len), jnp.bool_)
-  cache = jax.eval_shape(lambda e, m: init_cache(model, params, e, m, decode_length),
-                         encoded, mask)
+  """The cache's leaves as `Spec`s: a symbolic leading "batch" and "src_len" where the
+  encoder-decoder attention keeps the projected source (scalars stay scalars).
 
-  def spec(leaf):
-    if leaf.ndim and leaf.shape[0] != probe:
+  The cache is shaped twice, at two batch sizes and two source lengths; a dimension that
+  follows the batch (the length) is named for it, so no other size can be mistaken for one.
+  """
+  def shapes(batch, length):
+    encoded = jax.ShapeDtypeStruct((batch, length, model.config.d_model), model.config.dtype)
+    mask = jax.ShapeDtypeStruct((batch, length), jnp.bool_)
+    return jax.eval_shape(lambda e, m: init_cache(model, params, e, m, decode_length),
+                          encoded, mask)
+
+  base, other = shapes(2, src_len), shapes(3, src_len - 1)
+
+  def spec(leaf, moved):
+    if leaf.ndim and moved.shape[0] == leaf.shape[0]:
       raise ValueError(f"a decoder cache leaf {leaf.shape} does not lead with the batch.")
-    shape = ("batch", *leaf.shape[1:]) if leaf.ndim else ()
+    shape = tuple("batch" if i == 0 else "src_len" if a != b else a
+                  for i, (a, b) in enumerate(zip(leaf.shape, moved.shape)))
     return portable.Spec(shape, str(leaf.dtype))
 
-  return jax.tree.map(spec, cache)
+  return jax.tree.map(spec, base, other)
 
 
 def export_artifacts(model: EncoderDecoder, params: Any, directory: str, *, src_len: int,
@@ -87,7 +94,8 @@ def export_artifacts(model: EncoderDecoder, params: Any, directory: str, *, src_
   Args:
     model, params: the library model and its (eval-mode) parameters.
     directory: receives `<name>.jaxexport`, `<name>.json` per artifact and `run_exported.py`.
-    src_len: the fixed source length (`src_tokens: int32[batch, src_len]`).
+    src_len: the longest source (`src_tokens: int32[batch, src_len]`, `src_len` symbolic up
+      to this; it also sizes `decode_length`'s default).
     decode_length: decoder inputs the cache holds (bos plus at most `decode_length - 1`
       tokens), in [2, config.max_len].
     platforms: lowering targets of every artifact.
@@ -97,8 +105,8 @@ def export_artifacts(model: EncoderDecoder, params: Any, directory: str, *, src_
     artifact name -> `.jaxexport` path.
   """
   config = model.config
-  if not 1 <= src_len <= config.max_len:
-    raise UserError(f"export src_len must be in [1, model.max_len={config.max_len}], got "
+  if not 2 <= src_len <= config.max_len:
+    raise UserError(f"export src_len must be in [2, model.max_len={config.max_len}], got "
                     f"{src_len}.")
   if not 2 <= decode_length <= config.max_len:
     raise UserError(f"export decode_length must be in [2, model.max_len={config.max_len}], got "
@@ -106,17 +114,17 @@ def export_artifacts(model: EncoderDecoder, params: Any, directory: str, *, src_
   # Host copies: constants of the exported program, not arrays placed on some device mesh.
   params = jax.device_get(params)
   d = config.d_model
-  encoded = portable.Spec(("batch", src_len, d), jnp.dtype(config.dtype).name)
-  src_mask = portable.Spec(("batch", src_len), "bool")
+  encoded = portable.Spec(("batch", "src_len", d), jnp.dtype(config.dtype).name)
+  src_mask = portable.Spec(("batch", "src_len"), "bool")
   metadata = {"pad_id": config.pad_id, "bos_id": config.bos_id, "eos_id": config.eos_id,
               "src_vocab_size": config.src_vocab_size, "tgt_vocab_size": config.tgt_vocab_size,
               "src_len": src_len, "decode_length": decode_length, **(metadata or {})}
   export = functools.partial(portable.export, directory=directory, platforms=platforms,
-                             metadata=metadata)
+                             constraints=(f"src_len <= {src_len}",), metadata=metadata)
   return {
       "encoder": export(
           functools.partial(_encode, model, params),
-          {"src_tokens": portable.Spec(("batch", src_len), "int32")}, name="encoder",
+          {"src_tokens": portable.Spec(("batch", "src_len"), "int32")}, name="encoder",
           description=f"Lite Transformer encoder: src_tokens (pad_id {config.pad_id} after the "
                       f"source's eos) -> (encoded, src_mask)."),
       "init_cache": export(
@@ -158,25 +166,26 @@ Lite Transformer ({preset}), trained {step} steps: portable jax.export artifacts
 Needs only `pip install jax numpy sentencepiece` (jax {jax_version} or newer wrote them).
 
   {tokenizer:<26} the SentencePiece vocabulary (pad {pad}, bos {bos}, eos {eos})
-  encoder.jaxexport          src_tokens int32[batch, {src_len}] -> (encoded, src_mask)
+  encoder.jaxexport          src_tokens int32[batch, src_len] (src_len <= {src_len})
+                             -> (encoded, src_mask)
   init_cache.jaxexport       (encoded, src_mask) -> cache for {decode_length} decoder inputs
   decoder_step.jaxexport     (encoded, src_mask, cache, tokens int32[batch, 1])
                              -> (log_probs float32[batch, {vocab}], cache)
   run_exported.py            the loader; `python run_exported.py encoder.jaxexport` prints a
                              signature (also in each .json)
 
-`batch` is any size. A source is its pieces, then eos, then pad up to {src_len} (longer ones:
-keep the first {src_len_minus_1} pieces and eos). A translation has at most
-{max_tokens} tokens before eos. Greedy decoding (fairseq's rules: never pad{no_bos}, eos at
-the last step; for beams, repeat every array along the batch and reorder the cache's
-non-scalar leaves by beam origin each step):
+`batch` is any size. A source is its pieces, then eos, at most {src_len} tokens (longer ones:
+keep the first {src_len_minus_1} pieces and eos); a batch pads its rows to the longest with
+{pad}. A translation has at most {max_tokens} tokens before eos. Greedy decoding (fairseq's
+rules: never pad{no_bos}, eos at the last step; for beams, repeat every array along the batch
+and reorder the cache's non-scalar leaves by beam origin each step):
 
   import numpy as np, sentencepiece as spm, run_exported as rx
   sp = spm.SentencePieceProcessor(model_file="{tokenizer}")
   encoder, init_cache, step = (rx.load(f"{{n}}.jaxexport")
                                for n in ("encoder", "init_cache", "decoder_step"))
   ids = sp.encode("a source sentence")[:{src_len_minus_1}] + [{eos}]
-  src = np.full((1, {src_len}), {pad}, np.int32); src[0, :len(ids)] = ids
+  src = np.asarray([ids], np.int32)
   encoded, src_mask = encoder(src)
   cache, token, out = init_cache(encoded, src_mask), np.full((1, 1), {bos}, np.int32), []
   for t in range({decode_length}):

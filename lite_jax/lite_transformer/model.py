@@ -423,7 +423,8 @@ class Encoder(nn.Module):
     cfg = self.config
     _check_tokens(src_tokens, "src_tokens", cfg.max_len)
     valid = src_tokens != cfg.pad_id
-    positions = sinusoidal_positions(src_tokens.shape[1], cfg.d_model)
+    # The whole table, sliced: the source length may be symbolic (`export.py`).
+    positions = sinusoidal_positions(cfg.max_len, cfg.d_model)[:src_tokens.shape[1]]
     x = _embed(cfg, self.embedding, src_tokens, positions, deterministic)
     for i in range(cfg.num_encoder_layers):
       x = EncoderLayer(cfg, i, name=f"layer_{i}")(x, valid, deterministic=deterministic)

@@ -82,6 +82,9 @@ def test_wrong_inputs_are_one_sentence_errors(artifact):
     model(x[:, :4], state)
   with pytest.raises(ValueError, match="must be int32"):
     model(x, {**state, "count": state["count"].astype(np.float32)})
+  with pytest.raises(ValueError, match=r"state\['bias'\] has batch = 3, but an input before it "
+                     r"has batch = 2"):
+    model(x, _inputs(3)[1])
   with pytest.raises(TypeError, match="takes 2 inputs"):
     model(x)
   with pytest.raises(UserError, match="portable.Spec"):

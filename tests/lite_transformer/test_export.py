@@ -27,11 +27,11 @@ SRC_LEN = 7
 DECODE_LENGTH = 6  # bos + at most 5 tokens
 
 
-def _sources(batch, seed):
-  """`[batch, SRC_LEN]` sources of different lengths: pieces, eos, then pad."""
+def _sources(batch, seed, src_len=SRC_LEN):
+  """`[batch, src_len]` sources of different lengths: pieces, eos, then pad."""
   rng = np.random.default_rng(seed)
-  src = np.full((batch, SRC_LEN), CONFIG.pad_id, np.int32)
-  for row, length in enumerate(rng.integers(1, SRC_LEN, batch)):
+  src = np.full((batch, src_len), CONFIG.pad_id, np.int32)
+  for row, length in enumerate(rng.integers(1, src_len, batch)):
     src[row, :length] = rng.integers(3, CONFIG.src_vocab_size, length)
     src[row, length] = CONFIG.eos_id
   return src
@@ -68,14 +68,15 @@ def _close(actual, expected):
   np.testing.assert_allclose(np.asarray(actual), np.asarray(expected), rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("batch", [1, 3])
-def test_artifacts_match_the_library(exported, batch):
+@pytest.mark.parametrize("batch,src_len", [(1, SRC_LEN), (3, 4)])
+def test_artifacts_match_the_library(exported, batch, src_len):
+  """Batch and source length are both symbolic (the length up to SRC_LEN)."""
   params, library, _, artifacts = exported
-  src = _sources(batch, seed=batch)
+  src = _sources(batch, seed=batch, src_len=src_len)
   encoded, mask, fresh, steps = library(params, src, steps=2)
 
   got_encoded, got_mask = artifacts["encoder"](src)
-  assert got_encoded.shape == (batch, SRC_LEN, CONFIG.d_model)
+  assert got_encoded.shape == (batch, src_len, CONFIG.d_model)
   _close(got_encoded, encoded)
   np.testing.assert_array_equal(got_mask, mask)
   cache = artifacts["init_cache"](got_encoded, got_mask)
@@ -122,11 +123,16 @@ def test_plain_jax_greedy_loop_matches_greedy_decode(exported):
 
 def test_encoder_runs_without_lite_jax(exported):
   params, library, paths, _ = exported
-  src = _sources(3, seed=3)  # the sources of a test above: the library's output is compiled
+  src = _sources(3, seed=3, src_len=4)  # a test above's: the library's output is compiled
   outputs = portable.run_standalone(paths["encoder"], {"src_tokens": src})
   encoded, mask, *_ = library(params, src, steps=2)
   _close(outputs["[0]"], encoded)
   np.testing.assert_array_equal(outputs["[1]"], mask)
+
+
+def test_a_source_longer_than_the_exported_bound_is_refused(exported):
+  with pytest.raises(ValueError, match="src_len = 8 breaks the exported bound src_len <= 7"):
+    exported[3]["encoder"](_sources(1, seed=0, src_len=SRC_LEN + 1))
 
 
 @pytest.mark.parametrize("lengths,message", [
