@@ -4,8 +4,8 @@
         --mode=export
 
 writes `<workdir>/export/pvcnn_<task>.jaxexport` (eval mode, parameters inside) with its
-signature `.json` and `run_exported.py` (`lite_jax.core.export`). The batch is symbolic
-("batch": any size); the point count is fixed at the config's `data.num_points`. The voxel ops
+signature `.json` and `run_exported.py` (`lite_jax.core.export`). The batch and the point
+count are symbolic ("batch", "points": any size; training used `data.num_points`). The voxel ops
 are traced on their XLA reference path whatever `model.kernel_backend` says: a Pallas (Triton)
 custom call lowers for CUDA only, the reference for cpu, cuda and tpu alike, so one artifact
 serves all three.
@@ -32,15 +32,15 @@ EXPORT_KERNEL_BACKEND = "xla"
 def export_segmenter(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   """Restores the workdir's latest checkpoint and exports its segmenter to `<workdir>/export`.
 
-  The artifact maps `points [batch, data.num_points, C_in]` f32 (ShapeNet also
-  `category [batch]` int32, the shape's category id; the network builds its one-hot) to
-  `logits [batch, data.num_points, num_classes]` f32. The logits cover every part of every
-  category; the signature's metadata lists each category's part labels (`part_ranges`), to
-  which the reference protocol restricts the argmax.
+  The artifact maps `points [batch, points, C_in]` f32 (ShapeNet also `category [batch]`
+  int32, the shape's category id; the network builds its one-hot) to
+  `logits [batch, points, num_classes]` f32, both sizes symbolic. The logits cover every part
+  of every category; the signature's metadata lists each category's part labels
+  (`part_ranges`), to which the reference protocol restricts the argmax.
 
   Returns:
-    `path` (the `.jaxexport`), `params` (count), `step`, `inputs` (name -> shape, "batch"
-    symbolic), `outputs`, `platforms`, `kernel_path`.
+    `path` (the `.jaxexport`), `params` (count), `step`, `inputs` (name -> shape, "batch" and
+    "points" symbolic), `outputs`, `platforms`, `kernel_path`.
   """
   spec = task_spec(config)
   variables, step = trained_variables(config, workdir)
@@ -52,11 +52,11 @@ def export_segmenter(config: ml_collections.ConfigDict, workdir: str) -> dict[st
     return model.apply(variables, *inputs, train=False)
 
   n = config.data.num_points
-  inputs = {"points": portable.Spec(("batch", n, spec.in_channels), "float32")}
+  inputs = {"points": portable.Spec(("batch", "points", spec.in_channels), "float32")}
   if spec.task == "shapenet":
     inputs["category"] = portable.Spec(("batch",), "int32")
   metadata = {"task": spec.task, "model": config.model.name, "preset": config.preset,
-              "step": step, "num_points": n, "class_names": list(spec.class_names),
+              "step": step, "trained_num_points": n, "class_names": list(spec.class_names),
               "part_ranges": [list(r) for r in spec.part_ranges or ()],
               "kernel_path": EXPORT_KERNEL_BACKEND}
   description = (f"PVCNN {spec.task} segmenter ({config.model.name}, width "

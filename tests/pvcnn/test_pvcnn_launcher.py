@@ -143,16 +143,16 @@ def _held_out_inputs(config, count: int) -> dict[str, np.ndarray]:
 def test_the_exported_segmenter_matches_the_model_and_runs_without_lite_jax(
     shapenet_run, trained, env):
   """`--mode=export` of the finished checkpoint: the artifact's logits are the library model's
-  (eval mode) at batch 1 and 2 (the batch is symbolic), in this process and in a fresh
-  interpreter that cannot import lite_jax."""
+  (eval mode) at batch 1 and 2 and at another point count (both are symbolic), in this process
+  and in a fresh interpreter that cannot import lite_jax."""
   config, model, variables, step = trained
   line = _result(_run(env, "experiments.pvcnn_shapenet", SHAPENET,
                       f"--workdir={shapenet_run.workdir}", "--mode=export"))
   n = config.data.num_points
   assert line["path"] == os.path.join(shapenet_run.workdir, "export", "pvcnn_shapenet.jaxexport")
   assert line["params"] == count_params(variables["params"]) and line["step"] == step
-  assert line["inputs"] == {"points": ["batch", n, 6], "category": ["batch"]}
-  assert line["outputs"] == [["batch", n, 10]] and line["kernel_path"] == "xla"
+  assert line["inputs"] == {"points": ["batch", "points", 6], "category": ["batch"]}
+  assert line["outputs"] == [["batch", "points", 10]] and line["kernel_path"] == "xla"
   assert set(line["platforms"]) == {"cpu", "cuda", "tpu"}
 
   inputs = _held_out_inputs(config, 2)
@@ -166,6 +166,11 @@ def test_the_exported_segmenter_matches_the_model_and_runs_without_lite_jax(
     got = artifact(inputs["points"][:batch], inputs["category"][:batch])
     assert got.shape == (batch, n, 10)
     np.testing.assert_allclose(np.asarray(got), want[:batch], rtol=1e-5, atol=1e-5)
+  fewer = inputs["points"][:, :100]
+  got = artifact(fewer, inputs["category"])
+  np.testing.assert_allclose(np.asarray(got), np.asarray(jax.jit(
+      lambda p, c: model.apply(variables, p, c, train=False))(fewer, inputs["category"])),
+                             rtol=1e-5, atol=1e-5)
   standalone = portable.run_standalone(line["path"], inputs)
   np.testing.assert_allclose(standalone["output"], want, rtol=1e-5, atol=1e-5)
   assert artifact.signature["metadata"]["part_ranges"] == [
