@@ -24,6 +24,9 @@ def _base() -> ConfigDict:
   c.channels = 3
   c.num_classes = 100
   c.model_seed = 0              # the victim's U(-0.5, 0.5) weights
+  # LeNet channels; the reference's 12 makes a 32x32 gradient determine one image, not two
+  # (README, "Batches"), so the batch presets widen it.
+  c.lenet_width = 12
   c.attack = "dlg"              # dlg | idlg | ig | text
   c.batch_size = 1              # examples behind one shared gradient
   # joint: the whole dummy batch moves every L-BFGS iteration; per_sample: the DLG paper's
@@ -144,10 +147,18 @@ def _batch(batch_size: int) -> ConfigDict:
   """DLG on a batch behind one gradient: labels read off the gradient (iDLG; distinct here),
   then the images. `batch_schedule` is `joint`, not the paper's `per_sample`: measured at
   16x16 with the same budget (lite_jax/leakage/README.md), joint recovers batches of 4 in
-  4 / 4 attacks and per-sample in 0 / 4."""
+  4 / 4 attacks and per-sample in 0 / 4.
+
+  The victim is the reference LeNet widened to 12 * batch_size channels: at width 12 the
+  gradient of a 32x32 batch of 2 does not determine the batch (a 240-dim null space of
+  d gradient / d images at the true batch, measured; every attack lands on another batch
+  with the same gradient), at width 24 it does and DLG recovers it. A count of the conv
+  gradient's equations says width >= ~8 * batch_size suffices at 32x32 (measured at B=2 only).
+  `--config.lenet_width=12` attacks the reference's victim."""
   c = _base()
   c.attack = "idlg"
   c.batch_size = batch_size
+  c.lenet_width = 12 * batch_size
   c.num_attacks = 10
   # The paper converges in ~340 outer steps per sample; the budget is 400 per sample (the
   # early exit ends a converged run sooner).
@@ -162,8 +173,10 @@ def batch2() -> ConfigDict:
   Success: an attack recovers ceil(0.875 * 2) = 2 images at MSE <= 1e-3 (Hungarian-matched).
   `--config.batch_schedule=per_sample` moves one sample per outer step (the paper's schedule);
   `--config.attack=dlg` optimises soft labels too (the paper's DLG).
-  Expected: not yet known at 32x32: 3 attacks at 600 steps (either schedule) did not recover
-  this batch on CPU; at 16x16 joint recovers 4 / 4 in ~20 steps (README, "Batches").
+  Victim: LeNet width 24 (at the reference's 12 this batch is not determined by its
+  gradient: 0 / 3 recovered at 600 steps; README, "Batches"). Expected: recovered (measured
+  on CPU: 2 / 3 batches in 200 steps, at steps 100 and 120; README); at 16x16 joint recovers 4 / 4 in
+  ~20 steps.
   Command: python -m experiments.dlg --flagfile=experiments/flags/dlg_batch2.flags
   """
   return _batch(2)
@@ -206,6 +219,9 @@ def batch_resolution_sweep() -> ConfigDict:
   per cell), a budget of 300 outer steps per sample. Writes batch_sweep_table.md/json and
   batch_sweep.png. Expected (paper): success falls with batch size and resolution. Measured
   on CPU only in part (16 px: batches 1, 2, 4 all recovered; 32 px: batch 2 not; README).
+  The victim is the reference's width-12 LeNet, whose gradient does not determine a 32 px
+  batch of 2, a 16 px batch of 8 or one 64 px image (measured null spaces, README), so those
+  cells fail whatever the optimiser does; `--config.lenet_width` widens it.
   Command: python -m experiments.dlg --flagfile=experiments/flags/dlg_batch_resolution_sweep.flags
   """
   c = _batch(1)

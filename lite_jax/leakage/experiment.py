@@ -39,7 +39,7 @@ def build_victim(config) -> Victim:
   """The victim named by `config.victim`, initialised from `config.model_seed`."""
   shape = (config.image_size, config.image_size, config.channels)
   return make_victim(config.victim, jax.random.PRNGKey(config.model_seed), input_shape=shape,
-                     num_classes=config.num_classes)
+                     num_classes=config.num_classes, width=config.lenet_width)
 
 
 def lbfgs_config(config) -> lbfgs.LBFGSConfig:
@@ -278,6 +278,7 @@ def run_attack(config, images: np.ndarray, labels: np.ndarray, workdir: str) -> 
              **(steps_to_loss(np.asarray(result.losses), LOSS_THRESHOLD)
                 if config.attack != "ig" else {}),
              "attack": config.attack, "victim": config.victim,
+             **({"lenet_width": config.lenet_width} if config.victim == "lenet" else {}),
              "batch_size": config.batch_size, "batch_schedule": config.batch_schedule,
              "defense": defense.name, "num_attacks": num, "seconds": round(seconds, 2),
              "attacks_per_second": num / seconds}

@@ -206,11 +206,51 @@ class Victim(flax.struct.PyTreeNode):
 
 
 def make_victim(name: str, key: jax.Array, *, input_shape: Sequence[int],
-                num_classes: int) -> Victim:
-  """One of the built-in victims by name: `lenet`, `resnet` (sigmoid ResNet-8) or `mlp`."""
-  modules = {"lenet": lambda: LeNet(num_classes=num_classes),
+                num_classes: int, width: int = 12) -> Victim:
+  """One of the built-in victims by name: `lenet`, `resnet` (sigmoid ResNet-8) or `mlp`.
+
+  `width`: the LeNet's channels (the reference's 12). Its gradient pins down only a few
+  images: at 32x32 a batch of 2 has a 240-dim null space at width 12 and none at 24
+  (lite_jax/leakage/README.md, "Batches"), so batch attacks need a wider LeNet.
+  """
+  if name != "lenet" and width != 12:
+    raise UserError(f"width={width} applies to the lenet victim only, not {name!r}.")
+  if width < 1:
+    raise UserError(f"the LeNet width must be at least 1, not {width}.")
+  modules = {"lenet": lambda: LeNet(num_classes=num_classes, width=width),
              "resnet": lambda: SigmoidResNet(num_classes=num_classes),
              "mlp": lambda: MLP(num_classes=num_classes)}
   if name not in modules:
     raise UserError(f"unknown victim {name!r}; choose one of {sorted(modules)}.")
   return Victim.from_module(modules[name](), key, input_shape, num_classes)
+
+
+def gradient_singular_values(victim: Victim, x: jax.Array, soft_labels: jax.Array,
+                             chunk: int = 256) -> np.ndarray:
+  """Singular values of `J = d(shared gradient) / d(images)` at `x`, largest first.
+
+  Zeros (relative to the largest) are directions along which the batch can move without
+  changing its gradient to first order: no gradient-matching attack can tell those batches
+  apart (README, "Batches"). `JᵀJ` is built column block by column block (`chunk` jvp/vjp
+  pairs at a time), so memory is `[n, n]` with `n = x.size`, never `[n, params]`. Run under
+  `jax_enable_x64` with float64 params and images to resolve values below ~1e-4 x the largest.
+
+  Args:
+    x: `[batch, *input_shape]` images; soft_labels: `[batch, num_classes]`.
+  Returns:
+    `[x.size]` singular values (float64 numpy).
+  """
+  shape, n = x.shape, x.size
+
+  def flat_gradient(v):
+    leaves = jax.tree.leaves(victim.gradient(v.reshape(shape), soft_labels))
+    return jnp.concatenate([leaf.ravel() for leaf in leaves])
+
+  _, jvp = jax.linearize(flat_gradient, x.ravel())
+  vjp = jax.linear_transpose(jvp, x.ravel())
+  gram_columns = jax.jit(jax.vmap(lambda e: vjp(jvp(e))[0]))
+  eye = jnp.eye(n, dtype=x.dtype)
+  gram = np.concatenate([np.asarray(gram_columns(eye[i:i + chunk]), np.float64)
+                         for i in range(0, n, chunk)])
+  eigenvalues = np.linalg.eigvalsh(0.5 * (gram + gram.T))[::-1]
+  return np.sqrt(np.clip(eigenvalues, 0.0, None))

@@ -158,3 +158,43 @@ def test_batch_presets_and_seeds_per_image():
   config.seeds_per_image = 3
   with pytest.raises(leakage_user_error, match="seeds_per_image=3"):
     experiment._attack_images(config)
+
+
+def _lenet_parameter_count(width, size=32, channels=3, classes=100):
+  """Three k5 convs (strides 2, 2, 1) and a linear layer, with biases, counted by hand."""
+  convs = (25 * channels * width + width) + 2 * (25 * width * width + width)
+  return convs + width * (size // 4) ** 2 * classes + classes
+
+
+def test_batch_presets_widen_the_lenet_and_width_is_checked():
+  """At width 12 a 32x32 batch of 2 is not determined by its gradient (README, "Batches"),
+  so the batch presets widen the victim; the single-image presets keep the reference's."""
+  assert dlg_configs.get_config("lenet").lenet_width == 12
+  assert dlg_configs.get_config("batch_resolution_sweep").lenet_width == 12
+  for name, batch_size in (("batch2", 2), ("batch4", 4), ("batch8", 8)):
+    assert dlg_configs.get_config(name).lenet_width == 12 * batch_size
+  victim = experiment.build_victim(dlg_configs.get_config("batch2"))
+  count = sum(p.size for p in jax.tree.leaves(victim.params))
+  assert count == _lenet_parameter_count(24) and _lenet_parameter_count(12) == 85036
+  with pytest.raises(leakage_user_error, match="lenet victim only"):
+    leakage.make_victim("resnet", jax.random.PRNGKey(0), input_shape=(8, 8, 3),
+                        num_classes=10, width=24)
+
+
+def test_gradient_singular_values_match_a_dense_jacobian_and_find_a_null_space():
+  """Against the SVD of the dense Jacobian (jax.jacfwd), on an MLP small enough to form it.
+  Its gradient has 11 numbers (4 x 1 + 1, 1 x 3 + 3) for 12 pixels, so at least one direction
+  of the batch leaves the gradient unchanged."""
+  victim = leakage.Victim.from_module(leakage.MLP(num_classes=3, hidden=(1,)),
+                                      jax.random.PRNGKey(0), (2, 2, 1), 3)
+  x = jnp.asarray(RNG.uniform(size=(3, 2, 2, 1)), jnp.float32)
+  soft = victim.one_hot(jnp.array([0, 1, 2]))
+  got = leakage.victims.gradient_singular_values(victim, x, soft, chunk=5)
+  flat = lambda v: jnp.concatenate([g.ravel() for g in jax.tree.leaves(
+      victim.gradient(v.reshape(x.shape), soft))])
+  dense = np.linalg.svd(np.asarray(jax.jacfwd(flat)(x.ravel()), np.float64), compute_uv=False)
+  dense = np.concatenate([dense, np.zeros(x.size - dense.size)])
+  # Float32 JᵀJ resolves singular values down to ~sqrt(eps) ~ 3e-4 of the largest.
+  np.testing.assert_allclose(got, dense, rtol=1e-3, atol=1e-3 * dense[0])
+  null = int(np.sum(got < 1e-3 * got[0]))
+  assert null == int(np.sum(dense < 1e-3 * dense[0])) and null >= 1
