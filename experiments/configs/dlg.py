@@ -175,8 +175,8 @@ def batch2() -> ConfigDict:
   `--config.attack=dlg` optimises soft labels too (the paper's DLG).
   Victim: LeNet width 24 (at the reference's 12 this batch is not determined by its
   gradient: 0 / 3 recovered at 600 steps; README, "Batches"). Expected: recovered (measured
-  on CPU: 2 / 3 batches in 200 steps, at steps 100 and 120; README); at 16x16 joint recovers 4 / 4 in
-  ~20 steps.
+  on CPU: 2 / 3 batches in 200 steps, at steps 100 and 120; README); at 16x16 joint recovers
+  4 / 4 in ~20 steps.
   Command: python -m experiments.dlg --flagfile=experiments/flags/dlg_batch2.flags
   """
   return _batch(2)
