@@ -41,7 +41,7 @@ from data import gan_images
 from lite_jax import core
 from lite_jax.core.errors import UserError
 from lite_jax.core import export as portable
-from lite_jax.gan_compression import layers, onnx_export, spade_recipe, standalone, subnet_search
+from lite_jax.gan_compression import layers, onnx_export, standalone, subnet_search
 from lite_jax.gan_compression.recipe import (GanState, Recipe, Teacher, abstract_variables,
                                              compact_variables, has_epochs, lr_schedule,
                                              state_maker)
@@ -272,7 +272,7 @@ def export(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   (`lite_jax.core.export`, symbolic batch): `compressed.jaxexport` and `teacher.jaxexport`
   with their `.json` signatures and `run_exported.py` (plain JAX, no `lite_jax`); with
   `export.onnx`, also `compressed.onnx` and `teacher.onnx` (`onnx_export`, needs jax2onnx).
-  The artifacts' inputs are `portable_generator`'s.
+  The artifacts' inputs are the recipe's `portable_inputs`.
   """
   if config.export.onnx:
     onnx_export.require_converter()  # before restoring anything
@@ -293,44 +293,18 @@ def export(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   for name, module, params, what in (
       ("compressed", generator, variables, f"compressed generator {result['channels']}"),
       ("teacher", teacher.generator, teacher.variables, "teacher generator")):
-    fn, inputs = portable_generator(config, module, params)
+    fn, inputs = recipe.portable_inputs(module, params)
     profile = recipe.profile(module)
     result[f"{name}_jaxexport"] = portable.export(
         fn, inputs, directory, name, description=f"GAN Compression {config.task} {what}",
         metadata={"task": config.task, "channels": layers.format_channels(module.channels),
                   "separable": module.separable, **profile})
-    if config.export.onnx:
-      image = next(iter(inputs.values())).shape
+    if config.export.onnx:  # ONNX models take the generator's own input (GauGAN: the map)
+      _, height, width, channels = recipe.input_shape
       result[f"{name}_onnx"] = onnx_export.export_onnx(
-          module, params, os.path.join(directory, f"{name}.onnx"), height=image[1],
-          width=image[2], input_channels=onnx_input_channels(config))
+          module, params, os.path.join(directory, f"{name}.onnx"), height=height,
+          width=width, input_channels=channels)
   return result
-
-
-def portable_generator(config: ml_collections.ConfigDict, generator, variables
-                       ) -> tuple[Callable[..., Any], dict[str, portable.Spec]]:
-  """`(fn, inputs)` of a generator as the portable artifacts take it (batch symbolic).
-
-  ResNet family: `images: float32 [batch, crop, crop, 3]` in [-1, 1]. GauGAN: what its
-  batches hold, `label: int32 [batch, h, w]` (class ids, 255 = dontcare) and `edge: float32
-  [batch, h, w]` (instance edges), turned into the one-hot map inside (`semantic_input`).
-  The output is `float32 [batch, h, w, 3]` in [-1, 1].
-  """
-  if config.task == "gaugan":
-    height, width = spade_recipe.image_size(config)
-    return (lambda label, edge: generator.apply(
-        variables, spade_recipe.semantic_input(label, edge, config)),
-            {"label": portable.Spec(("batch", height, width), "int32"),
-             "edge": portable.Spec(("batch", height, width), "float32")})
-  size = config.data.crop_size
-  return (lambda images: generator.apply(variables, images),
-          {"images": portable.Spec(("batch", size, size, 3), "float32")})
-
-
-def onnx_input_channels(config: ml_collections.ConfigDict) -> int:
-  """Channels of the ONNX models' input: RGB, or GauGAN's one-hot semantic map (ONNX models
-  take the map `spade_recipe.semantic_input` makes)."""
-  return spade_recipe.semantic_nc(config) if config.task == "gaugan" else 3
 
 
 def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:

@@ -41,6 +41,7 @@ import optax
 from flax import linen as nn
 
 from lite_jax.core.errors import UserError
+from lite_jax.core.export import Spec
 from lite_jax.gan_compression import layers
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
@@ -233,3 +234,12 @@ class Recipe:
                        ) -> dict[str, Any]:
     """The variables an exported `generator` runs with, from its sliced (or fine-tuned) ones."""
     return variables
+
+  def portable_inputs(self, generator: nn.Module, variables: dict[str, Any]
+                      ) -> tuple[Callable[..., jax.Array], dict[str, Any]]:
+    """`(fn, inputs)` of a generator as its portable artifact takes it (`lite_jax.core.export`:
+    `inputs` maps names to `Spec`s, batch symbolic): here the generator's own input,
+    `images: float32 [batch, *input_shape[1:]]` in [-1, 1]; the output is `float32 [batch, h,
+    w, 3]` in [-1, 1]."""
+    return (lambda images: generator.apply(variables, images),
+            {"images": Spec(("batch", *self.input_shape[1:]), "float32")})

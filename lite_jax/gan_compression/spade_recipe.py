@@ -62,6 +62,7 @@ from flax import linen as nn
 
 from data import label_maps
 from lite_jax.core.errors import UserError
+from lite_jax.core.export import Spec
 from lite_jax.gan_compression import discriminators as disc
 from lite_jax.gan_compression import layers, recipe, resnet, spade, vgg
 from lite_jax.gan_compression.recipe import GanState, Teacher
@@ -387,6 +388,16 @@ class SpadeRecipe(recipe.Recipe):
     """Batch norm re-calibrated on the held-out images, as the reference does before it scores
     a generator."""
     return spade.calibrate(generator, variables, [self.calibration_labels(task)])
+
+  def portable_inputs(self, generator: spade.SpadeGenerator, variables: dict[str, Any]
+                      ) -> tuple[Callable[..., jax.Array], dict[str, Any]]:
+    """What the batches hold, `label: int32 [batch, h, w]` (class ids, 255 = dontcare) and
+    `edge: float32 [batch, h, w]` (instance edges), made into the one-hot map inside."""
+    height, width = image_size(self.config)
+    return (lambda label, edge: generator.apply(
+        variables, semantic_input(label, edge, self.config)),
+            {"label": Spec(("batch", height, width), "int32"),
+             "edge": Spec(("batch", height, width), "float32")})
 
   def subnet_macs(self, channels: Sequence[int], separable: bool = True) -> int:
     """MACs on one label map."""
