@@ -44,9 +44,12 @@ LITE_TRANSFORMER = MacsConvention("lite_transformer", depthwise_conv=False)
 MATMUL_AND_CONV = MacsConvention("matmul_and_conv")
 
 
-# The `counted_call` name of a depthwise conv written without `conv_general_dilated`
-# (`nn.depthwise_conv2d(x, kernel [k, k, 1, c])`): charged like the conv, k^2 per output element.
+# `counted_call` names of convolutions written without `conv_general_dilated`, called as
+# `(x, kernel [k, k, in, out], ...)` and charged like the conv, k*k*in per output element:
+# `nn.depthwise_conv2d` (in = 1; counted where the convention counts depthwise convs) and
+# `nn.tap_sum_conv2d`.
 DEPTHWISE_CALL = "depthwise_conv2d"
+TAP_SUM_CALL = "tap_sum_conv2d"
 
 
 def counted_call(fn: Callable) -> Callable:
@@ -98,10 +101,10 @@ def _jaxpr_macs(jaxpr, convention: MacsConvention) -> int:
     elif name == "conv_general_dilated":
       if convention.depthwise_conv or not _is_depthwise(eqn):
         total += _conv_macs(eqn)
-    elif name in ("jit", "pjit") and eqn.params.get("name") == DEPTHWISE_CALL:
-      if convention.depthwise_conv:
+    elif name in ("jit", "pjit") and eqn.params.get("name") in (DEPTHWISE_CALL, TAP_SUM_CALL):
+      if convention.depthwise_conv or eqn.params["name"] != DEPTHWISE_CALL:
         kernel = eqn.invars[1].aval.shape
-        total += math.prod(eqn.outvars[0].aval.shape) * kernel[0] * kernel[1]
+        total += math.prod(eqn.outvars[0].aval.shape) * math.prod(kernel[:3])
       continue
     elif name in ("jit", "pjit") and eqn.params.get("name") in per_element:
       total += per_element[eqn.params["name"]] * sum(

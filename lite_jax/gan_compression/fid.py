@@ -43,6 +43,7 @@ import jax.numpy as jnp
 import numpy as np
 from scipy import linalg
 
+from lite_jax.core import compiler
 from lite_jax.core.errors import UserError
 from lite_jax.core.metrics import progress
 
@@ -696,13 +697,13 @@ def load_statistics(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
 # Evaluator
 # ---------------------------------------------------------------------------------------------
 
-@functools.partial(jax.jit, static_argnums=0)
+@functools.partial(compiler.jit, static_argnums=0)
 def _pool3_features(model: InceptionV3, variables: Any, inputs: jax.Array) -> jax.Array:
   return model.apply(variables, inputs)
 
 
-_inputs_from_float = jax.jit(inception_inputs)
-_inputs_from_uint8 = jax.jit(inception_inputs_from_uint8)
+_inputs_from_float = compiler.jit(inception_inputs)
+_inputs_from_uint8 = compiler.jit(inception_inputs_from_uint8)
 
 
 class FidEvaluator:

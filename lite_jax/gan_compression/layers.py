@@ -24,6 +24,7 @@ from flax import traverse_util
 
 from lite_jax.core import macs
 from lite_jax.core.errors import UserError
+from lite_jax.nn.conv2d import tap_sum_conv2d
 from lite_jax.nn.depthwise import depthwise_conv2d
 
 # The reference's `init_weights(init_type="normal", gain=0.02)`; biases start at zero.
@@ -40,10 +41,13 @@ def instance_norm(x: jax.Array) -> jax.Array:
   Args:
     x: `[batch, height, width, channels]`.
   """
-  x32 = x.astype(jnp.float32)
-  mean = x32.mean(axis=(1, 2), keepdims=True)
-  var = jnp.square(x32 - mean).mean(axis=(1, 2), keepdims=True)
-  return ((x32 - mean) * jax.lax.rsqrt(var + 1e-5)).astype(x.dtype)
+  # Statistics over one merged spatial axis: XLA:CPU reduces `[b, h*w, c]` over its middle
+  # axis about twice as fast as `[b, h, w, c]` over two (47 vs 22 ms at 256x256x64).
+  _, h, w, c = x.shape  # -1 for the batch: it may be symbolic (exports)
+  x32 = x.astype(jnp.float32).reshape(-1, h * w, c)
+  mean = x32.mean(axis=1, keepdims=True)
+  var = jnp.square(x32 - mean).mean(axis=1, keepdims=True)
+  return ((x32 - mean) * jax.lax.rsqrt(var + 1e-5)).astype(x.dtype).reshape(-1, h, w, c)
 
 
 @macs.counted_call
@@ -169,12 +173,37 @@ class Conv(nn.Module):
         raise ValueError("spectral norm of a grouped conv is not supported")
       y = SpectralConv(self.features, self.kernel_size, self.strides, self.padding,
                        self.use_bias, self.dtype, name="conv")(x, update_stats)
+    elif (self.groups == 1 and self.strides == 1 and self.padding == 0
+          and self.kernel_size >= 5 and 8 * self.features <= x.shape[-1]):
+      y = TapSumConv(self.features, self.kernel_size, self.use_bias, self.dtype, name="conv")(x)
     else:
       y = nn.Conv(self.features, (self.kernel_size,) * 2, strides=self.strides,
                   padding=[(self.padding, self.padding)] * 2, feature_group_count=self.groups,
                   use_bias=self.use_bias, kernel_init=weight_init, dtype=self.dtype,
                   name="conv")(x)
     return apply_mask(y, out_mask)
+
+
+class TapSumConv(nn.Module):
+  """`nn.Conv` (valid, stride 1) with few output channels, computed by `nn.tap_sum_conv2d`:
+  the generators' 7x7 RGB heads run 1.3-2.2x faster on XLA:CPU. The parameters are
+  `nn.Conv`'s (`kernel: [k, k, in, features]`, `bias: [features]`, same initializers), so
+  `Conv` picks this form by shape alone and checkpoints do not change.
+  """
+  features: int
+  kernel_size: int
+  use_bias: bool = True
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    """`x: [batch, height, width, in]` -> `[batch, height - k + 1, width - k + 1, features]`."""
+    k = self.kernel_size
+    kernel = self.param("kernel", weight_init, (k, k, x.shape[-1], self.features))
+    y = tap_sum_conv2d(x.astype(self.dtype), kernel.astype(self.dtype))
+    if self.use_bias:
+      y = y + self.param("bias", nn.initializers.zeros, (self.features,)).astype(self.dtype)
+    return y
 
 
 class TransposedConv(nn.Module):

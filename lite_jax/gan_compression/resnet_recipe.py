@@ -30,6 +30,7 @@ from flax import linen as nn
 
 from data import gan_images
 from lite_jax import core
+from lite_jax.core import compiler
 from lite_jax.core.errors import UserError
 from lite_jax.gan_compression import discriminators as disc
 from lite_jax.gan_compression import layers, pruning, recipe, resnet
@@ -310,7 +311,7 @@ class ResnetRecipe(recipe.Recipe):
   def subnet_runner(self, supernet: GanState, task) -> Callable:
     """`channels -> (batch -> outputs)`: the super-network run at a sub-network."""
     student = self.student()
-    predict = jax.jit(lambda p, x, active: student.apply({"params": p}, x, active)[0])
+    predict = compiler.jit(lambda p, x, active: student.apply({"params": p}, x, active)[0])
 
     def run(channels):
       active = jnp.asarray(channels, jnp.int32)
@@ -323,7 +324,7 @@ class ResnetRecipe(recipe.Recipe):
     if task.paired:
       return super().search_targets(task, batches, teacher)
     teacher = teacher()
-    translate = jax.jit(teacher.generator.apply)  # weights as arguments, not baked-in constants
+    translate = compiler.jit(teacher.generator.apply)
     return [translate(teacher.variables, batch["A"]) for batch, _ in batches]
 
   def search_reals(self, task, held_out):
@@ -352,8 +353,8 @@ class ResnetRecipe(recipe.Recipe):
     `(real B images, {"teacher_": ..., "": ...})`, None without `eval.fid_weights`.
     """
     generator, variables = compressed
-    run_teacher = functools.partial(jax.jit(teacher.generator.apply), teacher.variables)
-    run_student = functools.partial(jax.jit(generator.apply), variables)
+    run_teacher = functools.partial(compiler.jit(teacher.generator.apply), teacher.variables)
+    run_student = functools.partial(compiler.jit(generator.apply), variables)
     inputs, targets, outs_t, outs_s = [], [], [], []
     for batch, n in self.eval_batches(task, task.test, self.config.eval.batch_size):
       inputs.append(np.asarray(batch["A"])[:n])

@@ -57,7 +57,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import linen as nn
 
-from lite_jax.core import macs
+from lite_jax.core import compiler, macs
 from lite_jax.core.errors import UserError
 from lite_jax.gan_compression import layers
 
@@ -340,7 +340,7 @@ def calibrate(model: SpadeGenerator, variables: Any, label_batches: Iterable[jax
                                 None if active is None else jnp.asarray(active, jnp.int32))
 
 
-@functools.partial(jax.jit, static_argnums=0)
+@functools.partial(compiler.jit, static_argnums=0)
 def _with_batch_statistics(model: SpadeGenerator, variables: Any, labels: jax.Array,
                            active: jax.Array | None) -> Any:
   _, updates = model.apply(variables, labels, active, train=True, mutable=["batch_stats"])

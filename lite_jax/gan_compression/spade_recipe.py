@@ -61,6 +61,7 @@ import numpy as np
 from flax import linen as nn
 
 from data import label_maps
+from lite_jax.core import compiler
 from lite_jax.core.errors import UserError
 from lite_jax.core.export import Spec
 from lite_jax.gan_compression import discriminators as disc
@@ -373,7 +374,7 @@ class SpadeRecipe(recipe.Recipe):
     generator = self.compact_generator()
     variables = recipe.compact_variables(self.generator_variables(supernet))
     calibration = self.calibration_labels(task)
-    predict = jax.jit(lambda v, label, edge, active: generator.apply(
+    predict = compiler.jit(lambda v, label, edge, active: generator.apply(
         v, semantic_input(label, edge, self.config), active))
 
     def run(channels):
@@ -424,7 +425,7 @@ class SpadeRecipe(recipe.Recipe):
     memory; None without `eval.fid_weights`.
     """
     nets = {"teacher_": (teacher.generator, teacher.variables), "": compressed}
-    predict = jax.jit(lambda model, variables, label, edge: model.apply(
+    predict = compiler.jit(lambda model, variables, label, edge: model.apply(
         variables, semantic_input(label, edge, self.config)), static_argnums=0)
     fid_lib = None
     if self.config.eval.fid_weights:
