@@ -187,22 +187,32 @@ class TransformerConfig:
     means one full-width attention branch with `num_heads` heads.
     """
     branches = self.encoder_branches if stack == "encoder" else self.decoder_branches
-    if branches is None:
-      return (BranchSpec("attn", None, self.d_model, self.num_heads),)
-    return tuple(self._resolve_kernel_size(stack, layer, b) for b in branches)
+    return resolve_branches(branches, self.kernel_sizes, self.d_model, self.num_heads, stack,
+                            layer)
 
-  def _resolve_kernel_size(self, stack, layer, branch):
-    if branch.kind == "attn":
-      return branch
-    if branch.kernel_size is None:
-      if layer >= len(self.kernel_sizes):
-        raise ValueError(f"kernel_sizes has {len(self.kernel_sizes)} entries but the {stack} "
+
+def resolve_branches(branches: tuple[BranchSpec, ...] | None, kernel_sizes: Sequence[int],
+                     d_model: int, num_heads: int, stack: str,
+                     layer: int) -> tuple[BranchSpec, ...]:
+  """The branches of one layer with 'default' kernels taken from `kernel_sizes[layer]`.
+
+  None means one full-width attention branch with `num_heads` heads; 'encoder' conv kernels
+  must be odd (symmetric padding). Shared by every config that builds LSRA layers.
+  """
+  if branches is None:
+    return (BranchSpec("attn", None, d_model, num_heads),)
+  resolved = []
+  for branch in branches:
+    if branch.kind != "attn" and branch.kernel_size is None:
+      if layer >= len(kernel_sizes):
+        raise ValueError(f"kernel_sizes has {len(kernel_sizes)} entries but the {stack} "
                          f"has more layers; give one kernel size per layer.")
-      branch = dataclasses.replace(branch, kernel_size=self.kernel_sizes[layer])
-    if stack == "encoder" and branch.kernel_size % 2 == 0:
+      branch = dataclasses.replace(branch, kernel_size=kernel_sizes[layer])
+    if branch.kind != "attn" and stack == "encoder" and branch.kernel_size % 2 == 0:
       raise ValueError(f"Encoder conv kernel sizes must be odd (symmetric padding), got "
                        f"{branch.kernel_size} in layer {layer}.")
-    return branch
+    resolved.append(branch)
+  return tuple(resolved)
 
 
 # ----------------------------------------------------------------------------------------
@@ -411,6 +421,22 @@ def _embed(config, embedding, tokens, positions, deterministic):
   return nn.Dropout(config.dropout)(x, deterministic=deterministic)
 
 
+def decode_positions(module: nn.Module, max_len: int, d_model: int,
+                     positions: jax.Array) -> jax.Array:
+  """The position row `[1, d]` of this decode step, counted in `module`'s 'cache'.
+
+  On the cache-creating call (the whole dummy sequence), `positions` unchanged.
+  """
+  is_initialized = module.has_variable("cache", "position")
+  position = module.variable("cache", "position", lambda: jnp.zeros((), jnp.int32))
+  if not is_initialized:
+    return positions
+  table = sinusoidal_positions(max_len, d_model)
+  step = lax.dynamic_slice_in_dim(table, position.value, 1)
+  position.value = position.value + 1
+  return step
+
+
 class Encoder(nn.Module):
   """Embeddings and encoder layers (no final LayerNorm)."""
 
@@ -448,7 +474,7 @@ class Decoder(nn.Module):
     _check_tokens(tgt_in_tokens, "tgt_in_tokens", cfg.max_len)
     positions = sinusoidal_positions(tgt_in_tokens.shape[1], cfg.d_model)
     if decode:
-      positions = self._decode_positions(positions)
+      positions = decode_positions(self, cfg.max_len, cfg.d_model, positions)
     x = _embed(cfg, self.embedding, tgt_in_tokens, positions, deterministic)
     for i in range(cfg.num_decoder_layers):
       x = DecoderLayer(cfg, i, name=f"layer_{i}")(x, encoded, src_valid,
@@ -462,17 +488,6 @@ class Decoder(nn.Module):
                      kernel_init=nn.initializers.normal(cfg.d_model**-0.5), dtype=cfg.dtype,
                      param_dtype=cfg.param_dtype, name="output_projection")(x)
     return logits.astype(jnp.float32)
-
-  def _decode_positions(self, positions):
-    """Position of this decode step from the cache (all of them on the creating call)."""
-    is_initialized = self.has_variable("cache", "position")
-    position = self.variable("cache", "position", lambda: jnp.zeros((), jnp.int32))
-    if not is_initialized:
-      return positions
-    table = sinusoidal_positions(self.config.max_len, self.config.d_model)
-    step = lax.dynamic_slice_in_dim(table, position.value, 1)
-    position.value = position.value + 1
-    return step
 
 
 class EncoderDecoder(nn.Module):

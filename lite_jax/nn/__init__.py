@@ -9,6 +9,8 @@ model and summarizer will come from; fake quantization (`quant`), k-means weight
 Lite Transformer. A paper package never holds a layer another paper needs: it moves here.
 """
 
+from lite_jax.nn.adaptive import AdaptiveInput
+from lite_jax.nn.adaptive import AdaptiveSoftmax
 from lite_jax.nn.attention import MultiHeadAttention
 from lite_jax.nn.attention import causal_mask
 from lite_jax.nn.attention import key_padding_mask
