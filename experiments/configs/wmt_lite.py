@@ -66,6 +66,62 @@ _DIMS = {
 }
 
 
+def model_section() -> ml_collections.ConfigDict:
+  """`config.model`: the WMT d=496 Lite Transformer (shared with summarize_lite.py)."""
+  c = ml_collections.ConfigDict()
+  c.kind = "lite"  # 'lite' (LSRA) | 'transformer'
+  c.d_model = 496
+  c.ffn_dim = 496
+  c.num_layers = 6  # encoder and decoder each
+  c.num_heads = 4  # per attention branch (Lite) or per layer (Transformer)
+  c.encoder_attention_heads = 8  # encoder-decoder attention, full width
+  c.conv_type = "dynamic"  # Lite conv branch: 'dynamic' | 'lightweight'
+  c.conv_glu = True
+  c.kernel_sizes = (3, 7, 15, 31, 31, 31)
+  c.share_embeddings = True
+  c.dropout = 0.1
+  c.attention_dropout = 0.08
+  c.weight_dropout = 0.08
+  c.activation_dropout = 0.0
+  c.max_len = 1024
+  c.dtype = "float32"  # compute dtype: 'float32' | 'bfloat16'
+  return c
+
+
+def optim_section() -> ml_collections.ConfigDict:
+  """`config.optim`: the WMT/CNN recipe (Adam, cosine with warmup, 50K updates)."""
+  c = ml_collections.ConfigDict()
+  c.schedule = "cosine"
+  c.learning_rate = 1e-3
+  c.warmup_steps = 10000
+  c.warmup_init_lr = 1e-7
+  c.min_lr = 1e-7
+  c.total_updates = 50000
+  c.b1 = 0.9
+  c.b2 = 0.98
+  c.eps = 1e-8
+  c.weight_decay = 0.0
+  c.clip_norm = 0.0
+  c.grad_accum_steps = 16
+  c.label_smoothing = 0.1
+  return c
+
+
+def eval_section() -> ml_collections.ConfigDict:
+  """`config.eval`: the decoding settings every sequence-to-sequence task shares."""
+  c = ml_collections.ConfigDict()
+  c.beam_size = 4
+  c.length_penalty = 0.6
+  c.max_len_a = 1.2  # at most max_len_a * source length + max_len_b tokens (fairseq)
+  c.max_len_b = 10
+  c.min_len = 0  # eos is banned before this many tokens
+  c.no_repeat_ngram_size = 0  # > 0: no n-gram of this size twice in a hypothesis
+  c.batch_size = 64
+  c.average_last_n = 0  # >0: average the last N checkpoints' params (IWSLT recipe)
+  c.max_examples = 0  # 0 = whole test split
+  return c
+
+
 def _base() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.preset = ""
@@ -91,54 +147,16 @@ def _base() -> ml_collections.ConfigDict:
   # fails unless this asks to prepare the data again.
   c.data.rebuild = False
 
-  c.model = ml_collections.ConfigDict()
-  c.model.kind = "lite"  # 'lite' (LSRA) | 'transformer'
-  c.model.d_model = 496
-  c.model.ffn_dim = 496
-  c.model.num_layers = 6  # encoder and decoder each
-  c.model.num_heads = 4  # per attention branch (Lite) or per layer (Transformer)
-  c.model.encoder_attention_heads = 8  # encoder-decoder attention, full width
-  c.model.conv_type = "dynamic"  # Lite conv branch: 'dynamic' | 'lightweight'
-  c.model.conv_glu = True
-  c.model.kernel_sizes = (3, 7, 15, 31, 31, 31)
-  c.model.share_embeddings = True
-  c.model.dropout = 0.1
-  c.model.attention_dropout = 0.08
-  c.model.weight_dropout = 0.08
-  c.model.activation_dropout = 0.0
-  c.model.max_len = 1024
-  c.model.dtype = "float32"  # compute dtype: 'float32' | 'bfloat16'
-
-  c.optim = ml_collections.ConfigDict()
-  c.optim.schedule = "cosine"
-  c.optim.learning_rate = 1e-3
-  c.optim.warmup_steps = 10000
-  c.optim.warmup_init_lr = 1e-7
-  c.optim.min_lr = 1e-7
-  c.optim.total_updates = 50000
-  c.optim.b1 = 0.9
-  c.optim.b2 = 0.98
-  c.optim.eps = 1e-8
-  c.optim.weight_decay = 0.0
-  c.optim.clip_norm = 0.0
-  c.optim.grad_accum_steps = 16
-  c.optim.label_smoothing = 0.1
-
+  c.model = model_section()
+  c.optim = optim_section()
   c.train = train_config(log_every_steps=100,  # micro-steps
                          eval_every_steps=1000,  # validation loss
                          checkpoint_every_steps=1000, keep_checkpoints=20)
   c.train.eval_batches = 0  # 0 = whole validation split
 
-  c.eval = ml_collections.ConfigDict()
-  c.eval.beam_size = 4
-  c.eval.length_penalty = 0.6
-  c.eval.max_len_a = 1.2
-  c.eval.max_len_b = 10
-  c.eval.batch_size = 64
-  c.eval.average_last_n = 0  # >0: average the last N checkpoints' params (IWSLT recipe)
+  c.eval = eval_section()
   c.eval.compound_split = False  # En-De tokenized BLEU splits hyphenated compounds
   c.eval.tokenized_bleu = "moses"  # tokenize before tokenized BLEU: 'moses' | 'none'
-  c.eval.max_examples = 0  # 0 = whole test split
 
   # --mode=compress (lite_jax/lite_transformer/compress.py): fine-grained sensitivity pruning
   # + 8-bit weights of the trained model, fine-tuned, evaluated and sized in <workdir>/compress.

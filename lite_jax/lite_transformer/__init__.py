@@ -16,3 +16,9 @@ from lite_jax.lite_transformer.train import evaluate
 from lite_jax.lite_transformer.train import profile
 from lite_jax.lite_transformer.train import train_and_evaluate
 from lite_jax.lite_transformer.train import translate
+from lite_jax.lite_transformer.train import TRANSLATION
+from lite_jax.lite_transformer.train import TaskSpec
+from lite_jax.lite_transformer.rouge import rouge_scores
+from lite_jax.lite_transformer.summarize import SUMMARIZATION
+from lite_jax.lite_transformer.lm import LanguageModel
+from lite_jax.lite_transformer.lm import LanguageModelConfig

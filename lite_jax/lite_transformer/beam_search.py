@@ -9,7 +9,10 @@ fairseq semantics: at most `max_len = min(max_len_a * src_len + max_len_b,
 config.max_len - 1)` tokens before eos, which is forced at step `max_len`; pad
 (and a bos distinct from eos) is never generated; eos is banned before
 `min_len` tokens. A hypothesis' score is its summed log-probability, eos
-included, divided by `(tokens + 1) ** length_penalty`.
+included, divided by `(tokens + 1) ** length_penalty`. With
+`no_repeat_ngram_size = n > 0` no n-gram occurs twice in a hypothesis: a token
+that would complete an n-gram already present (bos included, as fairseq's
+`NGramRepeatBlock` counts it) is banned.
 """
 
 import functools
@@ -76,12 +79,28 @@ def banned_ngram_tokens(tokens, step, ngram_size, vocab_size):
   """
   n, length = tokens.shape
   starts = length - ngram_size + 1
+  if starts < 1:  # no n-gram fits in the hypotheses at all
+    return jnp.zeros((n, vocab_size), bool)
   suffix = lax.dynamic_slice_in_dim(tokens, step - ngram_size + 2, ngram_size - 1, axis=1)
   matches = jnp.broadcast_to(jnp.arange(starts) <= step - ngram_size + 1, (n, starts))
   for i in range(ngram_size - 1):
     matches &= tokens[:, i:i + starts] == suffix[:, i:i + 1]
   followers = tokens[:, ngram_size - 1:]
   return jnp.zeros((n, vocab_size), bool).at[jnp.arange(n)[:, None], followers].max(matches)
+
+
+def _check_ngram_size(no_repeat_ngram_size):
+  if no_repeat_ngram_size < 0:
+    raise ValueError(f"no_repeat_ngram_size must be non-negative, got {no_repeat_ngram_size}.")
+
+
+def _ban_repeats(log_probs, tokens, step, ngram_size):
+  """`log_probs: [n, vocab]` with the tokens that would repeat an n-gram of `tokens: [n,
+  length]` (up to `step`) at -inf; unchanged when `ngram_size` is 0."""
+  if not ngram_size:
+    return log_probs
+  banned = banned_ngram_tokens(tokens, step, ngram_size, log_probs.shape[-1])
+  return jnp.where(banned, -jnp.inf, log_probs)
 
 
 def _output(tokens, config):
@@ -91,10 +110,11 @@ def _output(tokens, config):
 
 
 @functools.partial(jax.jit, static_argnames=("model", "length_penalty", "max_len_a",
-                                             "max_len_b", "min_len"))
+                                             "max_len_b", "min_len", "no_repeat_ngram_size"))
 def greedy_decode(model: EncoderDecoder, params, src_tokens: jax.Array, *,
                   length_penalty: float = 0.6, max_len_a: float = 0, max_len_b: int = 200,
-                  min_len: int = 0) -> tuple[jax.Array, jax.Array]:
+                  min_len: int = 0, no_repeat_ngram_size: int = 0
+                  ) -> tuple[jax.Array, jax.Array]:
   """Greedy decoding of `src_tokens: [batch, src_len]`.
 
   Returns (tokens `[batch, max_len]` without bos/eos, pad-filled; scores
@@ -102,6 +122,7 @@ def greedy_decode(model: EncoderDecoder, params, src_tokens: jax.Array, *,
   """
   config = model.config
   batch, src_len = src_tokens.shape
+  _check_ngram_size(no_repeat_ngram_size)
   max_len = max_decode_length(config, src_len, max_len_a, max_len_b, min_len)
   cache, step_fn = _start(model, params, src_tokens, 1, max_len)
   tokens = jnp.full((batch, max_len + 2), config.pad_id, jnp.int32).at[:, 0].set(config.bos_id)
@@ -111,6 +132,7 @@ def greedy_decode(model: EncoderDecoder, params, src_tokens: jax.Array, *,
     step, tokens, finished, log_prob, length, cache = state
     log_probs, cache = step_fn(cache, tokens[:, step])
     log_probs = _restrict(log_probs, step, max_len, min_len, config)
+    log_probs = _ban_repeats(log_probs, tokens, step, no_repeat_ngram_size)
     best = jnp.argmax(log_probs, axis=-1)
     best_log_prob = jnp.take_along_axis(log_probs, best[:, None], axis=-1)[:, 0]
     tokens = tokens.at[:, step + 1].set(jnp.where(finished, config.pad_id, best))
@@ -151,8 +173,7 @@ def beam_search(model: EncoderDecoder, params, src_tokens: jax.Array, *, beam_si
   batch, src_len = src_tokens.shape
   if beam_size < 1:
     raise ValueError(f"beam_size must be positive, got {beam_size}.")
-  if no_repeat_ngram_size < 0:
-    raise ValueError(f"no_repeat_ngram_size must be non-negative, got {no_repeat_ngram_size}.")
+  _check_ngram_size(no_repeat_ngram_size)
   max_len = max_decode_length(config, src_len, max_len_a, max_len_b, min_len)
   vocab = config.tgt_vocab_size
   cache, step_fn = _start(model, params, src_tokens, beam_size, max_len)
@@ -174,9 +195,7 @@ def beam_search(model: EncoderDecoder, params, src_tokens: jax.Array, *, beam_si
     flat_seqs = seqs.reshape(batch * beam_size, -1)
     log_probs, cache = step_fn(cache, flat_seqs[:, step])
     log_probs = _restrict(log_probs, step, max_len, min_len, config)
-    if no_repeat_ngram_size:
-      banned = banned_ngram_tokens(flat_seqs, step, no_repeat_ngram_size, vocab)
-      log_probs = jnp.where(banned, -jnp.inf, log_probs)
+    log_probs = _ban_repeats(log_probs, flat_seqs, step, no_repeat_ngram_size)
     candidates = alive_log_prob[..., None] + log_probs.reshape(batch, beam_size, vocab)
     top_log_prob, top_index = lax.top_k(candidates.reshape(batch, -1), 2 * beam_size)
     origin, token = top_index // vocab, top_index % vocab

@@ -1,7 +1,12 @@
-"""Train, evaluate, translate with and profile Lite Transformer translation models.
+"""Train, evaluate, translate with and profile Lite Transformer sequence-to-sequence models.
 
 The launcher `experiments/wmt_lite.py` only parses flags and calls the four entry points here:
 `train_and_evaluate`, `evaluate`, `translate` and `profile`. Each returns a dict of metrics.
+
+Translation and summarization share this trainer, the model and the beam search; a `TaskSpec`
+says what differs: how the corpus is prepared, how decoded test outputs are scored (BLEU
+here, ROUGE in `summarize.py`) and the lengths Mult-Adds are counted at. `TRANSLATION` is the
+default spec of every entry point.
 
 Workdir layout::
 
@@ -18,7 +23,7 @@ import dataclasses
 import functools
 import os
 import time
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import flax.linen as nn
 import jax
@@ -85,17 +90,19 @@ def param_counts(params: Any) -> dict[str, int]:
   return {"params": total - embedding, "params_total": total}
 
 
-def profile(config: ml_collections.ConfigDict) -> dict[str, Any]:
+def profile(config: ml_collections.ConfigDict, src_len: int = PROFILE_SRC_LEN,
+            tgt_len: int = PROFILE_TGT_LEN) -> dict[str, Any]:
   """Parameters and Mult-Adds by the paper's convention.
 
-  Mult-Adds: one 30-token source and 30-token target, encoder plus decoder run over the whole
-  target at once, linear layers and attention matmuls; embeddings, the output projection and
-  the depthwise convolutions (0.3% more) excluded.
+  Mult-Adds: one `src_len`-token source and `tgt_len`-token target (the paper's 30 and 30 by
+  default), encoder plus decoder run over the whole target at once, linear layers and
+  attention matmuls; embeddings, the output projection and the depthwise convolutions (0.3%
+  more) excluded.
   `params` excludes embedding tables (an untied output projection is counted).
   """
   model = EncoderDecoder(model_config(config, config.data.vocab_size))
-  src = jax.ShapeDtypeStruct((1, PROFILE_SRC_LEN), jnp.int32)
-  tgt = jax.ShapeDtypeStruct((1, PROFILE_TGT_LEN), jnp.int32)
+  src = jax.ShapeDtypeStruct((1, src_len), jnp.int32)
+  tgt = jax.ShapeDtypeStruct((1, tgt_len), jnp.int32)
   params = nn.unbox(jax.eval_shape(model.init, jax.random.PRNGKey(0), src, tgt))["params"]
 
   def stack(params, src, tgt):
@@ -105,7 +112,7 @@ def profile(config: ml_collections.ConfigDict) -> dict[str, Any]:
 
   macs = core.count_macs(stack, params, src, tgt, convention=core.macs.LITE_TRANSFORMER)
   return {"preset": config.preset, **param_counts(params), "macs": macs,
-          "src_len": PROFILE_SRC_LEN, "tgt_len": PROFILE_TGT_LEN}
+          "src_len": src_len, "tgt_len": tgt_len}
 
 
 # ------------------------------------------------------------------------------------------
@@ -118,6 +125,22 @@ class Task:
   """A prepared corpus: its tokenizer and random-access splits of {'src', 'tgt'} records."""
   tokenizer: tokenizer_lib.Tokenizer
   splits: dict[str, Sequence[dict[str, str]]]
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskSpec:
+  """What a sequence-to-sequence task adds to the shared trainer and beam search.
+
+  Attributes:
+    prepare: `(config, workdir) -> Task`, the corpus and vocabulary (built once).
+    score: `(hyps, refs, records, config) -> metrics` of the decoded test split; `records`
+      are the test records decoded (their 'src' feeds source-side baselines).
+    profile_lengths: `(src_len, tgt_len)` of the paper's Mult-Adds count.
+  """
+  prepare: Callable[[ml_collections.ConfigDict, str], Task]
+  score: Callable[[list[str], list[str], Sequence[dict[str, str]], ml_collections.ConfigDict],
+                  dict[str, Any]]
+  profile_lengths: tuple[int, int] = (PROFILE_SRC_LEN, PROFILE_TGT_LEN)
 
 
 # The config fields a workdir's prepared corpus and vocabulary depend on.
@@ -169,13 +192,36 @@ def _text_dir(config: ml_collections.ConfigDict, workdir: str) -> str:
   return text_dir
 
 
+# SentencePiece skips training lines over `max_sentence_length` (4192) bytes; longer texts
+# (news articles) are written in pieces cut at spaces. Pieces never span a space, so where a
+# line is cut does not change the vocabulary.
+_SPM_LINE_CHARS = 1000
+
+
+def _spm_lines(text: str) -> list[str]:
+  """`text` (newlines removed) in chunks of at most ~`_SPM_LINE_CHARS` characters."""
+  text = " ".join(text.split("\n"))
+  if len(text) <= _SPM_LINE_CHARS:
+    return [text]
+  lines, line = [], []
+  size = 0
+  for word in text.split(" "):
+    if line and size + len(word) > _SPM_LINE_CHARS:
+      lines.append(" ".join(line))
+      line, size = [], 0
+    line.append(word)
+    size += len(word) + 1
+  return lines + [" ".join(line)]
+
+
 def _spm_corpus(source: Sequence[dict[str, str]], path: str, limit: int) -> str:
-  """Writes up to `limit` evenly spaced source and target sentences for SentencePiece."""
+  """Writes up to `limit` evenly spaced source and target texts for SentencePiece."""
   stride = max(1, len(source) // max(1, limit))
   with open(path, "w", encoding="utf-8") as f:
     for i in range(0, len(source), stride):
       record = source[i]
-      f.write(record["src"] + "\n" + record["tgt"] + "\n")
+      for text in (record["src"], record["tgt"]):
+        f.writelines(line + "\n" for line in _spm_lines(text))
   return path
 
 
@@ -200,11 +246,7 @@ def _prepare_files(config: ml_collections.ConfigDict, workdir: str) -> None:
     translation.prepare_dataset(_text_dir(config, workdir),
                                 d.tfds_data_dir or os.path.join(workdir, "data", "tfds"),
                                 d.src_lang, d.tgt_lang)
-  spm_model = tokenizer_path(config, workdir)
-  if not d.spm_model and not os.path.exists(spm_model):
-    corpus = _spm_corpus(_open_splits(config, workdir)["train"],
-                         os.path.join(workdir, "data", "spm_corpus.txt"), d.spm_max_sentences)
-    tokenizer_lib.train_sentencepiece([corpus], spm_model[:-len(".model")], d.vocab_size)
+  train_tokenizer(config, workdir, _open_splits(config, workdir)["train"])
 
 
 def prepare_task(config: ml_collections.ConfigDict, workdir: str) -> Task:
@@ -224,6 +266,18 @@ def prepare_task(config: ml_collections.ConfigDict, workdir: str) -> Task:
 def tokenizer_path(config: ml_collections.ConfigDict, workdir: str) -> str:
   """The SentencePiece model: `data.spm_model`, else the one training wrote to the workdir."""
   return config.data.spm_model or os.path.join(workdir, "data", "spm.model")
+
+
+def train_tokenizer(config: ml_collections.ConfigDict, workdir: str,
+                    train_split: Sequence[dict[str, str]]) -> None:
+  """Trains the workdir's SentencePiece model on the train split, unless it exists or
+  `data.spm_model` names one."""
+  spm_model = tokenizer_path(config, workdir)
+  if not config.data.spm_model and not os.path.exists(spm_model):
+    corpus = _spm_corpus(train_split, os.path.join(workdir, "data", "spm_corpus.txt"),
+                         config.data.spm_max_sentences)
+    tokenizer_lib.train_sentencepiece([corpus], spm_model[:-len(".model")],
+                                      config.data.vocab_size)
 
 
 # ------------------------------------------------------------------------------------------
@@ -308,24 +362,27 @@ def summarize_tokens(sums: dict[str, float], steps: int) -> dict[str, float]:
   return {"train_loss": sums["loss"] / tokens, "train_ppl": float(np.exp(sums["nll"] / tokens))}
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
+                       spec: TaskSpec | None = None) -> dict[str, Any]:
   """Trains (resuming from the workdir's latest checkpoint), then decodes the test split.
 
   Args:
-    config: a `experiments/configs/wmt_lite.py` config.
+    config: a `experiments/configs/wmt_lite.py` config (or another task's, with `spec`).
     workdir: outputs; rerunning with the same workdir resumes exactly. A run that stops
       early (`train.steps_per_run`, as a preempted job would) raises `core.StoppedEarly`.
+    spec: the task (default `TRANSLATION`).
 
   Returns:
-    Final metrics: test `bleu` (sacreBLEU), `tok_bleu`, validation loss, `params`, `macs`,
-    `steps`, and training throughput.
+    Final metrics: the spec's test scores (translation: `bleu` (sacreBLEU), `tok_bleu`),
+    validation loss, `params`, `macs`, `steps`, and training throughput.
   """
+  spec = spec or TRANSLATION
   if config.eval.average_last_n > config.train.keep_checkpoints:
     raise UserError(f"eval.average_last_n={config.eval.average_last_n} averages more "
                     f"checkpoints than train.keep_checkpoints={config.train.keep_checkpoints} "
                     f"keeps; raise train.keep_checkpoints.")
   os.makedirs(workdir, exist_ok=True)
-  task = prepare_task(config, workdir)
+  task = spec.prepare(config, workdir)
   setup = setup_model(config, task.tokenizer.vocab_size)
   batches = translation.make_batches(
       task.splits["train"], task.tokenizer, batch_tokens=config.data.batch_tokens,
@@ -355,7 +412,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   if config.eval.average_last_n > 1 or not validation:  # averaged, or nothing left to train
     validation = validation_loss(params, setup, task, config)
   result.update(validation)
-  result.update(_test_metrics(config, workdir, task, setup, params))
+  result.update(_test_metrics(config, workdir, task, setup, params, spec))
   return result
 
 
@@ -380,7 +437,8 @@ def decode_records(config, task: Task, setup: ModelSetup, params, records: Seque
   search = jax.jit(functools.partial(
       beam_search, setup.model, beam_size=config.eval.beam_size,
       length_penalty=config.eval.length_penalty, max_len_a=config.eval.max_len_a,
-      max_len_b=config.eval.max_len_b))
+      max_len_b=config.eval.max_len_b, min_len=config.eval.min_len,
+      no_repeat_ngram_size=config.eval.no_repeat_ngram_size))
   batch_size = -(-config.eval.batch_size // setup.mesh.shape["data"]) * setup.mesh.shape["data"]
   batches = translation.eval_batches(records, task.tokenizer, batch_size, config.data.max_len,
                                      bucket_boundaries=config.data.bucket_boundaries)
@@ -415,7 +473,7 @@ def bleu_scores(hyps: Sequence[str], refs: Sequence[str], config) -> dict[str, f
                                           compound_split=config.eval.compound_split)}
 
 
-def _test_metrics(config, workdir, task, setup, params) -> dict[str, Any]:
+def _test_metrics(config, workdir, task, setup, params, spec: TaskSpec) -> dict[str, Any]:
   records = task.splits["test"]
   if config.eval.max_examples:
     records = [records[i] for i in range(min(config.eval.max_examples, len(records)))]
@@ -426,20 +484,23 @@ def _test_metrics(config, workdir, task, setup, params) -> dict[str, Any]:
     with open(os.path.join(workdir, "test.hyp"), "w", encoding="utf-8") as f:
       f.writelines(h + "\n" for h in hyps)
   counts = param_counts(params)
-  return {**bleu_scores(hyps, refs, config), "test_sentences": len(hyps),
+  return {**spec.score(hyps, refs, records, config), "test_sentences": len(hyps),
           "decode_sentences_per_s": round(len(hyps) / max(elapsed, 1e-9), 1),
-          **counts, "macs": profile(config)["macs"]}
+          **counts, "macs": profile(config, *spec.profile_lengths)["macs"]}
 
 
-def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
-  """Test-split BLEU of the workdir's latest checkpoint (or average of the last N)."""
-  task = prepare_task(config, workdir)
+def evaluate(config: ml_collections.ConfigDict, workdir: str,
+             spec: TaskSpec | None = None) -> dict[str, Any]:
+  """Test-split scores (translation: BLEU) of the workdir's latest checkpoint (or average of
+  the last N); `spec` defaults to `TRANSLATION`."""
+  spec = spec or TRANSLATION
+  task = spec.prepare(config, workdir)
   setup = setup_model(config, task.tokenizer.vocab_size)
   params = load_params(config, setup, workdir)
   with core.Checkpointer(os.path.join(workdir, "checkpoints")) as ckpt:
     step = ckpt.latest_step
   return {"step": step, **validation_loss(params, setup, task, config),
-          **_test_metrics(config, workdir, task, setup, params)}
+          **_test_metrics(config, workdir, task, setup, params, spec)}
 
 
 def require_trained(workdir: str) -> None:
@@ -462,3 +523,8 @@ def translate(config: ml_collections.ConfigDict, workdir: str,
   setup = setup_model(config, task.tokenizer.vocab_size)
   params = load_params(config, setup, workdir)
   return decode_records(config, task, setup, params, [{"src": s, "tgt": ""} for s in lines])[0]
+
+
+TRANSLATION = TaskSpec(
+    prepare=prepare_task,
+    score=lambda hyps, refs, records, config: bleu_scores(hyps, refs, config))

@@ -112,16 +112,91 @@ def test_stops_at_eos_once_min_len_allows_it(params, src):
     assert len(set(bigrams)) == len(bigrams), row
 
 
-def test_banned_ngram_tokens_matches_loop():
+def _repeats_an_ngram(prefix, token, size):
+  """Brute force: does `prefix + [token]` end in an n-gram of `size` it already holds?"""
+  seq = [int(t) for t in prefix] + [int(token)]
+  if len(seq) < size:
+    return False
+  last = tuple(seq[-size:])
+  return any(tuple(seq[i:i + size]) == last for i in range(len(seq) - size))
+
+
+def _has_repeated_ngram(seq, size):
+  grams = [tuple(seq[i:i + size]) for i in range(len(seq) - size + 1)]
+  return len(grams) != len(set(grams))
+
+
+@pytest.mark.parametrize("size", [1, 2, 3, 4])
+def test_banned_ngram_tokens_matches_brute_force_at_every_step(size):
+  """fairseq's rule: token w is banned at `step` when tokens[:step + 1] + [w] would hold the
+  n-gram ending in w twice; checked against enumerating every n-gram, at every step
+  (including those before a whole n-gram fits)."""
   rng = np.random.default_rng(2)
   tokens = rng.integers(0, 3, size=(4, 9))
-  step, size, vocab = 6, 3, 5
-  banned = jax.jit(banned_ngram_tokens, static_argnums=(2, 3))(tokens, step, size, vocab)
-  for row, row_banned in zip(tokens, banned):
-    prefix = list(row[:step + 1])
-    expected = {prefix[i + size - 1] for i in range(len(prefix) - size + 1)
-                if prefix[i:i + size - 1] == prefix[-(size - 1):]}
-    assert set(np.flatnonzero(row_banned)) == expected
+  vocab = 5
+  banned_fn = jax.jit(banned_ngram_tokens, static_argnums=(2, 3))
+  for step in range(tokens.shape[1]):
+    banned = np.asarray(banned_fn(tokens, step, size, vocab))
+    for row, row_banned in zip(tokens, banned):
+      expected = [_repeats_an_ngram(row[:step + 1], w, size) for w in range(vocab)]
+      np.testing.assert_array_equal(row_banned, expected, err_msg=f"step {step}, {row}")
+
+
+def _reference_greedy(params, src, no_repeat, min_len, max_len):
+  """Greedy decoding by full teacher-forced forward passes, with pad/bos banned, eos banned
+  before `min_len`, forced at `max_len`, and the n-gram rule by brute force."""
+  apply = jax.jit(MODEL.apply)
+  out = []
+  for row in np.asarray(src):
+    seq = [CONFIG.bos_id]
+    while len(seq) <= max_len:
+      tgt_in = np.full((1, max_len + 1), PAD)
+      tgt_in[0, :len(seq)] = seq
+      logits = np.array(apply({"params": params}, jnp.asarray(row[None]),
+                                jnp.asarray(tgt_in)))[0, len(seq) - 1]
+      step = len(seq) - 1
+      for w in range(len(logits)):
+        if (w in (PAD, CONFIG.bos_id) or (w == EOS and step < min_len)
+            or (w != EOS and step >= max_len)
+            or (no_repeat and _repeats_an_ngram(seq, w, no_repeat))):
+          logits[w] = -np.inf
+      best = int(np.argmax(logits))
+      if best == EOS:
+        break
+      seq.append(best)
+    out.append(seq[1:] + [PAD] * (max_len + 1 - len(seq)))
+  return np.asarray(out)
+
+
+def test_greedy_with_ngram_ban_and_min_len_matches_brute_force(params, src):
+  """Greedy decoding and beam search with one beam equal a python loop over full forward
+  passes that bans repeated n-grams by enumeration (one compile each: both constraints at
+  once)."""
+  no_repeat, min_len = 2, 5
+  max_len = src.shape[1] + 2  # LIMITS
+  expected = _reference_greedy(params, src, no_repeat, min_len, max_len)
+  greedy, _ = greedy_decode(MODEL, params, src, min_len=min_len,
+                            no_repeat_ngram_size=no_repeat, **LIMITS)
+  beam1, _ = beam_search(MODEL, params, src, beam_size=1, min_len=min_len,
+                         no_repeat_ngram_size=no_repeat, **LIMITS)
+  np.testing.assert_array_equal(greedy, expected)
+  np.testing.assert_array_equal(beam1, expected)
+  assert (_lengths(expected) >= min_len).all()
+
+
+def test_ngram_ban_changes_outputs_and_beams_never_repeat(params, src):
+  """The random model repeats bigrams when unconstrained (so the ban is tested for real);
+  with the ban, no beam-4 output holds a repeated bigram (bos included) and scores still
+  equal the teacher-forced model score."""
+  free, _ = greedy_decode(MODEL, params, src, **LIMITS)
+  assert any(_has_repeated_ngram([CONFIG.bos_id, *row[:n]], 2)
+             for row, n in zip(np.asarray(free), _lengths(free)))
+  tokens, scores = beam_search(MODEL, params, src, beam_size=4, length_penalty=0.6,
+                               no_repeat_ngram_size=2, **LIMITS)
+  for row, n in zip(np.asarray(tokens), _lengths(tokens)):
+    assert not _has_repeated_ngram([CONFIG.bos_id, *row[:n]], 2), row
+  np.testing.assert_allclose(scores, _teacher_forced_scores(params, src, tokens, 0.6),
+                             rtol=1e-4, atol=1e-4)
 
 
 def test_invalid_arguments_raise(params, src):
