@@ -34,6 +34,7 @@ import numpy as np
 from data import image_classification as image_data
 from data.gan_images import Subset
 from lite_jax import core
+from lite_jax.core import compiler
 from lite_jax.automl import amc_env, classifiers, ddpg, pruning, training
 from lite_jax.core.errors import UserError
 from lite_jax.nn.introspect import LayerInfo, list_layers
@@ -143,7 +144,7 @@ def _predict(model: nn.Module):
   lists its fields), so every evaluation of one architecture shares one compiled function."""
   key = repr(model)
   if key not in _PREDICTS:
-    _PREDICTS[key] = jax.jit(lambda variables, images: model.apply(variables, images,
+    _PREDICTS[key] = compiler.jit(lambda variables, images: model.apply(variables, images,
                                                                    train=False))
   return _PREDICTS[key]
 

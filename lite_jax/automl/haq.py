@@ -34,6 +34,7 @@ from absl import logging
 from data import image_classification as image_data
 from data.gan_images import Subset
 from lite_jax import core
+from lite_jax.core import compiler
 from lite_jax.automl import classifiers, ddpg, haq_env, hardware, training
 from lite_jax.automl.training import ClassifierState
 from lite_jax.core.errors import UserError
@@ -310,7 +311,7 @@ class RewardFunction:
                                            training.split_bytes(setup.data.holdout, size))
     self._calibration = _calibration_batch(setup, config)
     self._tx = optax.sgd(search.learning_rate, momentum=0.9)
-    self._step = jax.jit(training.make_step(setup.model, setup.signed_inputs))
+    self._step = compiler.jit(training.make_step(setup.model, setup.signed_inputs))
     self._predict = training.make_predict(setup.model, setup.signed_inputs)
     self.acc_fp32 = training.accuracy(self._predict, fp32, self._holdout)
 

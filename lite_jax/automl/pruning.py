@@ -44,6 +44,7 @@ import numpy as np
 from flax import traverse_util
 
 from lite_jax.automl import classifiers
+from lite_jax.core import compiler
 from lite_jax.core.errors import UserError
 from lite_jax.nn.introspect import LayerInfo
 
@@ -191,7 +192,7 @@ def _capture(model: nn.Module, paths: frozenset[str]):
   the modules' geometry (filled on the first call)."""
   geometry: dict[str, Any] = {}
 
-  @jax.jit
+  @compiler.jit
   def run(variables, images):
     captured = {}
 

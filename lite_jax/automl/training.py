@@ -25,6 +25,7 @@ import optax
 
 from data import image_classification as image_data
 from lite_jax import core
+from lite_jax.core import compiler
 from lite_jax.core.errors import UserError
 from lite_jax.nn import losses, quant, weight_sharing
 
@@ -124,7 +125,7 @@ def make_predict(model: nn.Module, signed_inputs: frozenset[str] = frozenset()) 
   """`(state, images [B, H, W, 3]) -> logits [B, classes]`, jitted once (bits are data)."""
   qapply = quant.quantized_apply(model, signed_inputs=signed_inputs)
 
-  @jax.jit
+  @compiler.jit
   def predict(state: ClassifierState, images: jax.Array) -> jax.Array:
     variables = {"params": state.params["model"], "batch_stats": state.batch_stats}
     if state.bits is None:

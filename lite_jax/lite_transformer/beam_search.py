@@ -21,6 +21,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from lite_jax.core import compiler
 from lite_jax.lite_transformer.model import EncoderDecoder
 from lite_jax.lite_transformer.model import init_cache
 
@@ -109,7 +110,7 @@ def _output(tokens, config):
   return jnp.where(tokens == config.eos_id, config.pad_id, tokens)
 
 
-@functools.partial(jax.jit, static_argnames=("model", "length_penalty", "max_len_a",
+@functools.partial(compiler.jit, static_argnames=("model", "length_penalty", "max_len_a",
                                              "max_len_b", "min_len", "no_repeat_ngram_size"))
 def greedy_decode(model: EncoderDecoder, params, src_tokens: jax.Array, *,
                   length_penalty: float = 0.6, max_len_a: float = 0, max_len_b: int = 200,
@@ -149,7 +150,7 @@ def greedy_decode(model: EncoderDecoder, params, src_tokens: jax.Array, *,
   return _output(tokens, config), log_prob / length**length_penalty
 
 
-@functools.partial(jax.jit, static_argnames=("model", "beam_size", "length_penalty",
+@functools.partial(compiler.jit, static_argnames=("model", "beam_size", "length_penalty",
                                              "max_len_a", "max_len_b", "min_len",
                                              "no_repeat_ngram_size"))
 def beam_search(model: EncoderDecoder, params, src_tokens: jax.Array, *, beam_size: int = 4,

@@ -28,6 +28,7 @@ import numpy as np
 
 from data import language_modeling as lm_data
 from lite_jax import core
+from lite_jax.core import compiler
 from lite_jax.core.errors import UserError
 from lite_jax.lite_transformer import lm as lm_lib
 from lite_jax.lite_transformer.lm import LanguageModel, LanguageModelConfig
@@ -256,7 +257,7 @@ def setup_model(config: ml_collections.ConfigDict, vocab_size: int) -> ModelSetu
   abstract, shardings = core.abstract_sharded_state(init_fn, key, mesh, rules)
   return ModelSetup(model, mesh, rules, abstract,
                     lambda: core.init_sharded(init_fn, key, shardings), schedule,
-                    jax.jit(functools.partial(eval_step, model=model)))
+                    compiler.jit(functools.partial(eval_step, model=model)))
 
 
 def _eval_batch_size(config, mesh) -> int:

@@ -34,6 +34,7 @@ from jax.experimental import multihost_utils
 
 from data import synthetic_translation, tokenizer as tokenizer_lib, translation
 from lite_jax import core
+from lite_jax.core import compiler
 from lite_jax.core.errors import UserError
 from lite_jax.lite_transformer import bleu
 from lite_jax.lite_transformer.beam_search import beam_search
@@ -338,7 +339,7 @@ def setup_model(config: ml_collections.ConfigDict, vocab_size: int) -> ModelSetu
   abstract, shardings = core.abstract_sharded_state(init_fn, key, mesh, rules)
   return ModelSetup(model, mesh, rules, abstract,
                 lambda: core.init_sharded(init_fn, key, shardings), schedule,
-                jax.jit(functools.partial(eval_step, model=model)))
+                compiler.jit(functools.partial(eval_step, model=model)))
 
 
 def validation_loss(params, setup: ModelSetup, task: Task, config) -> dict[str, float]:
@@ -434,7 +435,7 @@ def load_params(config, setup: ModelSetup, workdir: str):
 def decode_records(config, task: Task, setup: ModelSetup, params, records: Sequence[dict[str, str]]
             ) -> tuple[list[str], list[str]]:
   """Beam-searches every record's source; returns (hypotheses, raw references)."""
-  search = jax.jit(functools.partial(
+  search = compiler.jit(functools.partial(
       beam_search, setup.model, beam_size=config.eval.beam_size,
       length_penalty=config.eval.length_penalty, max_len_a=config.eval.max_len_a,
       max_len_b=config.eval.max_len_b, min_len=config.eval.min_len,
