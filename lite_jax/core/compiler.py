@@ -55,6 +55,9 @@ def compiler_options() -> dict[str, Any] | None:
 def jit(fun: Callable, **kwargs) -> Callable:
   """`jax.jit(fun, **kwargs)` with the library's compiler options (`compiler_options()`).
 
+  Options apply to a top-level compilation only (jax refuses them on a jit inside another
+  trace), so a call with traced arguments -- from inside a caller's `jax.jit`, `vmap` or
+  `grad` -- runs the plain `jax.jit(fun, **kwargs)`, and the caller's compilation decides.
   The jitted function is built on first use, so a module may decorate at import time without
   initializing a jax backend then (`jax.distributed.initialize` must come first on a pod).
   Attributes of the jitted function (`lower`, `eval_shape`, ...) are forwarded.
@@ -72,8 +75,13 @@ class _LazyJit:
   def _jitted(self) -> Callable:
     return jax.jit(self._fun, compiler_options=compiler_options(), **self._kwargs)
 
+  @functools.cached_property
+  def _nested(self) -> Callable:
+    return jax.jit(self._fun, **self._kwargs)
+
   def __call__(self, *args, **kwargs):
-    return self._jitted(*args, **kwargs)
+    traced = any(isinstance(x, jax.core.Tracer) for x in jax.tree.leaves((args, kwargs)))
+    return (self._nested if traced else self._jitted)(*args, **kwargs)
 
   def __getattr__(self, name: str) -> Any:
     if name.startswith("_"):  # not forwarded: keeps copy/pickle probes and recursion away

@@ -46,3 +46,13 @@ def test_a_rejected_option_falls_back_to_xla_defaults(fresh_options, monkeypatch
                       {"xla_cpu_experimental_ynn_fusion_type": "NO_SUCH_FUSION_TYPE"})
   assert compiler.compiler_options() is None
   assert float(compiler.jit(lambda x: x * 2)(jnp.float32(3))) == 6.0
+
+
+def test_a_call_inside_another_transformation_compiles_with_the_callers_options(fresh_options):
+  """jax refuses compiler options on a nested jit; inside jit, vmap and grad the library's
+  jitted functions run as plain nested jits."""
+  square = compiler.jit(lambda x: x * x)
+  x = jnp.arange(3.0)
+  np.testing.assert_allclose(jax.jit(lambda x: square(x) + 1)(x), x * x + 1)
+  np.testing.assert_allclose(jax.vmap(square)(x), x * x)
+  np.testing.assert_allclose(jax.grad(lambda x: square(x).sum())(x), 2 * x)
