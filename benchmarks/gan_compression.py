@@ -6,6 +6,10 @@ r"""GAN Compression generator speed: the ResNet teacher against compressed sub-n
     # needs `pip install --no-deps -r requirements-export.txt`)
     python -m benchmarks.gan_compression --runtimes=jax,onnxruntime --dtypes=float32 \
         --subnets=16_16_24_16_32_64_16_24 --depthwise_impls=shifts,conv --batches=1 --repeats=5
+    # CPU: PyTorch eager beside JAX, same generators and weights (issue #20; needs
+    # `pip install -r requirements-bench.txt`)
+    python -m benchmarks.gan_compression --peer=torch --dtypes=float32 --batches=1 \
+        --subnets=16_16_24_16_32_64_16_24 --depthwise_impls=shifts --repeats=5
 
 For each generator — the original ResNet generator (ngf 64, 56.8G MACs at 256x256) and the
 reference's Fast sub-networks `16_16_24_16_32_64_16_24` (horse2zebra, 2.64G) and
@@ -24,6 +28,12 @@ graph: `shifts` as slices and multiply-adds, `conv` as grouped `Conv` nodes) and
 onnxruntime's CPU provider (`session.run` on numpy inputs, the same median of repeats after
 warm-up); speedups are over the teacher in the same runtime.
 
+With `--peer=torch` each JAX line also times the PyTorch eager peer
+(`benchmarks/peers/gan_compression.py`: the same generator in NCHW with the same weights) on
+the same input, right after ours, and adds `peer_ms` and `peer_ratio` (peer / ours, above 1
+when JAX is faster); the peer does not depend on the depthwise implementation, so it is timed
+once per generator, dtype and batch.
+
 Prints one JSON line per measurement with the device name and the runtime.
 """
 
@@ -39,6 +49,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl import app, flags
 
+from benchmarks import peers
 from benchmarks.timing import median_seconds
 
 from lite_jax import core
@@ -56,6 +67,7 @@ _RUNTIMES = flags.DEFINE_list(
     "float32 generators as ONNX models on onnxruntime's CPU provider (requirements-export.txt).")
 _ORT_THREADS = flags.DEFINE_integer(
     "ort_threads", 0, "onnxruntime intra-op threads (0: its default, one per physical core).")
+_PEER = peers.define_flag()
 _SUBNETS = flags.DEFINE_list("subnets", ["16_16_24_16_32_64_16_24", "24_24_40_56_24_56_16_40"],
                              "Compressed channel configs to time against the teacher.")
 
@@ -97,6 +109,14 @@ def _onnx_forward(module: resnet.ResnetGenerator, params: Any, size: int, direct
   return lambda _, images: session.run(None, {onnx_export.INPUT_NAME: images})[0]
 
 
+def _peer_ms(module: resnet.ResnetGenerator, params: Any, images: jax.Array, dtype: str,
+             repeats: int) -> float:
+  """The PyTorch peer's median ms on `images`, with `params` copied in, computing in `dtype`."""
+  from benchmarks.peers import gan_compression as peer_lib
+  peer = peer_lib.load_params(peer_lib.from_jax(module), params)
+  return peers.median_ms(peer_lib.forward_fn(peer, images, dtype), repeats=repeats)
+
+
 def main(argv):
   del argv
   smoke = _SMOKE.value
@@ -105,6 +125,8 @@ def main(argv):
   repeats = 2 if smoke else _REPEATS.value
   device = jax.devices()[0].device_kind
   teacher_ms: dict[tuple[str, str, int], float] = {}
+  with_peer = peers.requested(_PEER.value)
+  peer_ms: dict[tuple[str, str, int], float] = {}
   # ONNX models are float32 graphs; JAX runs every dtype asked for.
   settings = [(runtime, dtype) for runtime in _RUNTIMES.value
               for dtype in (_DTYPES.value if runtime == "jax" else ["float32"])]
@@ -116,7 +138,7 @@ def main(argv):
       macs = core.count_macs(lambda p, x: module.apply(p, x), params, x,
                              convention=layers.GAN_COMPRESSION)
       with tempfile.TemporaryDirectory() as directory:
-        forward = (jax.jit(module.apply) if runtime == "jax" else
+        forward = (core.compiler.jit(module.apply) if runtime == "jax" else
                    _onnx_forward(module, params, size, directory))
         for batch in (int(b) for b in _BATCHES.value):
           images = jax.random.uniform(jax.random.key(1), (batch, size, size, 3), minval=-1,
@@ -137,6 +159,11 @@ def main(argv):
             record["speedup"] = teacher_ms[(runtime, dtype, batch)] / (seconds * 1e3)
             record["speedup_over_half_macs_ratio"] = record["speedup"] / (
                 record["macs_ratio"] / 2)
+          if with_peer and runtime == "jax":
+            key = (name, dtype, batch)
+            if key not in peer_ms:
+              peer_ms[key] = _peer_ms(module, params, images, dtype, repeats)
+            record.update(peers.record(peer_ms[key], seconds * 1e3))
           print(json.dumps(record), flush=True)
 
 

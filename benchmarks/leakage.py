@@ -3,6 +3,7 @@
   python -m benchmarks.leakage            # LeNet, 32x32, 300 L-BFGS steps x 20 iterations
   python -m benchmarks.leakage --smoke    # tiny shapes and budget, for CPU tests
   python -m benchmarks.leakage --steps=10 --num_attacks=1,16   # a quick CPU measurement
+  python -m benchmarks.leakage --steps=10 --num_attacks=1 --batch_size=0 --peer=torch  # vs PyTorch
 
 Then the batched attack: a batch of `--batch_size` (8) images behind one gradient, iDLG labels,
 joint and per-sample schedules, `--batch_seeds` (16) seeds vmapped (`benchmark:
@@ -10,6 +11,12 @@ dlg_lenet_batch`; `--smoke` runs it only when `--batch_size` is given). Prints o
 per measurement with the device and backend. The safeguard's early exit is off
 (`converged_fraction=0`, no restarts) so every attack runs the full budget and the numbers
 measure throughput, not convergence luck.
+
+With `--peer=torch` the single-attack line (`dlg_lenet`, one attack) also times the DLG
+reference's loop in PyTorch eager (`benchmarks/peers/leakage.py`: the same LeNet weights and
+observed gradient, `torch.optim.LBFGS` for `--steps` steps of 20 iterations after one warm-up
+step) and adds `peer_ms` (median per iteration) and `peer_ratio` (peer / our
+`ms_per_iteration`, above 1 when we are faster).
 """
 
 import json
@@ -19,6 +26,7 @@ import jax
 import numpy as np
 from absl import app, flags
 
+from benchmarks import peers
 from lite_jax import leakage
 
 _SMOKE = flags.DEFINE_bool("smoke", False, "Tiny shapes and budget (CPU tests).")
@@ -30,6 +38,7 @@ _BATCH_SIZE = flags.DEFINE_integer("batch_size", 8, "Images behind the batched a
 _BATCH_SEEDS = flags.DEFINE_integer("batch_seeds", 16, "Batched attacks (seeds) vmapped.")
 _STEPS = flags.DEFINE_integer("steps", 300, "L-BFGS outer steps of 20 iterations (reference: "
                               "300); fewer for a quick CPU measurement.")
+_PEER = peers.define_flag()
 
 
 def _measure(victim, grads, keys, config, batch_size: int = 1,
@@ -65,6 +74,7 @@ def main(argv):
   config = leakage.LBFGSConfig(steps=steps, max_iter=max_iter, converged_fraction=0.0,
                                patience=0)
   device = jax.devices()[0]
+  with_peer = peers.requested(_PEER.value)
   runs = [("dlg_lenet", 1, count, "joint") for count in counts]
   # The smoke run measures the batched attack only when asked (`--batch_size`).
   if _BATCH_SIZE.value > 1 and (not _SMOKE.value or flags.FLAGS["batch_size"].present):
@@ -76,14 +86,21 @@ def main(argv):
     grads = victim.gradient(x, victim.one_hot((np.arange(batch_size) * 13 + 7) % 100))
     keys = jax.random.split(jax.random.PRNGKey(2), count)
     compile_s, seconds = _measure(victim, grads, keys, config, batch_size, schedule)
-    print(json.dumps({
+    record = {
         "benchmark": name, "image_size": size, "batch_size": batch_size,
         "batch_schedule": schedule,
         "lbfgs_iterations": steps * max_iter, "num_attacks": count,
         "seconds": round(seconds, 4), "attacks_per_second": round(count / seconds, 3),
         "ms_per_iteration": round(1e3 * seconds / (steps * max_iter), 4),
         "compile_seconds": round(compile_s, 2), "device": device.device_kind,
-        "backend": jax.default_backend()}), flush=True)
+        "backend": jax.default_backend()}
+    if with_peer and name == "dlg_lenet" and count == 1:
+      from benchmarks.peers import leakage as peer_lib
+      peer = peer_lib.from_jax(victim.params)
+      peer_ms = peer_lib.iteration_ms(peer, peer_lib.gradients_from_jax(peer, grads), batch_size,
+                                      size, steps, max_iter)
+      record.update(peers.record(peer_ms, 1e3 * seconds / (steps * max_iter)))
+    print(json.dumps(record), flush=True)
 
 
 if __name__ == "__main__":

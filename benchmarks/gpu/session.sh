@@ -3,6 +3,10 @@
 #   bash benchmarks/gpu/session.sh tests pvcnn lite_transformer      # first call, <= 7.5 minutes
 #   bash benchmarks/gpu/session.sh gan_compression leakage           # second call, <= 4 minutes
 #   bash benchmarks/gpu/session.sh haq automl energy                 # if time is left, <= 5 minutes
+#   bash benchmarks/gpu/session.sh peers                             # if time is left, <= 7 minutes
+# `peers` times the PyTorch eager peers (benchmarks/peers/, the image's torch on CUDA) beside
+# ours on the CPU table's workloads at GPU sizes (issue #20); the stages above run without them
+# so that their caps stay as measured.
 # Each stage runs under its own time cap, so one slow stage cannot eat the others' time, and
 # writes its JSON lines and log under $OUT (they come back even when a stage is cut off).
 # The first two calls' caps add up to ~11.5 minutes, which with the machine's start fits the 15
@@ -41,8 +45,17 @@ for what in "$@"; do
     haq) stage haq 120 python3 -m benchmarks.haq --width=1 --image_size=224 --batch=64 ;;
     automl) stage automl 120 python3 -m benchmarks.automl --space=imagenet --search_batch=64 ;;
     energy) stage energy 90 python3 -m benchmarks.energy --iterations=100 --svr_rows=5000 --sk_members=2 ;;
+    peers) stage peers_leakage 60 python3 -m benchmarks.leakage --peer=torch --steps=10 \
+             --num_attacks=1 --batch_size=0
+           stage peers_gan_compression 90 python3 -m benchmarks.gan_compression --peer=torch \
+             --subnets=16_16_24_16_32_64_16_24 --depthwise_impls=conv --repeats=20
+           stage peers_lite_transformer 150 python3 benchmarks/lite_transformer.py --peer=torch \
+             --steps=8 --presets=wmt14_enfr_lite_d496,wmt14_enfr_transformer_d320
+           stage peers_pvcnn 100 python3 -m benchmarks.pvcnn --peer=torch --nopallas \
+             --sizes=8x2048x64x32,16x16384x64x32 --models=pvcnn_c0p25,pvcnn_c1 \
+             --model_backends=auto ;;
     *) echo "unknown stage $what (tests, pvcnn, lite_transformer, gan_compression, leakage, haq," \
-            "automl, energy)"
+            "automl, energy, peers)"
        exit 2 ;;
   esac
 done
