@@ -1,20 +1,29 @@
 """XLA compiler options the library sets on its compiled programs, and `jit` that applies them.
 
 On the CPU, jaxlib 0.10 hands convolutions, reductions and element-wise ops to YNNPACK
-("__ynn_fusion") by default. On the 2-core AMD EPYC VM the library is developed on, that path
-is several times slower than XLA's own (Eigen) convolutions and loop emitters for the
-convolutional networks here, and about as fast for matrix products (issue #20; numbers from
-one process, each variant timed alternately, `benchmarks/RESULTS.md`):
+("__ynn_fusion") by default. On the 2-core AMD EPYC VM the library is developed on, its
+convolutions are several times slower than XLA's own (Eigen) for the networks here, while its
+matrix products are as fast or a little faster (issue #20; `benchmarks/RESULTS.md`, "XLA:CPU
+options"):
 
-* ResNet-9 generator (ngf 64) at 256x256, batch 1: 3941 ms with the defaults, 1363 ms with
-  YNNPACK kept for dot products only; the horse2zebra sub-network 411 vs 210 ms.
-* A 3x3 convolution 256->256 on 64x64 after reflection padding: 328-366 vs 122-138 ms (a
+* ResNet-9 generator (ngf 64) at 256x256, batch 1, idle machine: 619 ms with YNNPACK kept for
+  dot products only, 1695 ms with the defaults (PyTorch eager beside them: 591 and 566 ms);
+  timed alternately in one process, 1240 vs 3491 ms.
+* A 3x3 convolution 256 -> 256 on 64x64 after reflection padding: 122-138 vs 328-366 ms (a
   convolution with zero padding inside it never took the YNNPACK path: 72-116 ms).
-* Instance norm + ReLU on 256x256x64: 220-268 vs 47 ms.
-* Transformer train steps (d 496 Lite, d 512 base, 8x40 tokens): 1778 vs 1609 ms and 2907 vs
-  2739 ms; matrix products alone: within 5% either way (YNNPACK's are kept).
+* The horse2zebra sub-network: 205 vs 170 ms at batch 1 (YNNPACK's fused element-wise and
+  reduction passes help it there) but 2534 vs 2963 ms at batch 16.
+* Transformer train steps (d 496 Lite, d 512 base, 8x40 tokens): 1609 vs 1778 ms and 2739 vs
+  2907 ms; matrix products alone: within 5% either way.
+* With other processes on the cores YNNPACK's own threads degrade far more than Eigen's
+  (instance norm + ReLU on 256x256x64 at load 7: 220-268 vs 47 ms).
 
-So the library keeps YNNPACK for dot products only (`CPU_OPTIONS`). The option is
+So the library keeps YNNPACK for dot products only (`CPU_OPTIONS`), for the generators'
+inference, the classifiers' steps and Lite Transformer decoding. Not (yet) for the shared
+training loop: under XLA's optimization level 0 (the tests' setting, `tests/conftest.py`)
+the tiny PVCNN ShapeNet training step reached NaN at step 2 with these options and never
+without them, at the default level it trained with both; until that is understood, training
+steps compile with XLA's defaults. The option is
 experimental in XLA: where a jaxlib rejects it (renamed or removed), `compiler_options()` finds
 that once with a tiny compile, logs one line and returns None, and programs compile with
 XLA's defaults. Setting the environment variable `LITE_JAX_XLA_DEFAULTS=1` does the same on

@@ -41,7 +41,6 @@ import numpy as np
 from absl import logging
 from jax.experimental import multihost_utils
 
-from lite_jax.core import compiler
 from lite_jax.core import mesh as mesh_lib
 from lite_jax.core.checkpoint import Checkpointer, all_finite
 from lite_jax.core.errors import UserError
@@ -288,7 +287,7 @@ def _run_steps(loop: TrainLoop, result: LoopResult, ckpt: Checkpointer, writer: 
   intervals = loop.intervals
   eval_every = intervals.get("eval_every_steps", 0)
   replicated = mesh_lib.replicated(loop.mesh)
-  step_fn = compiler.jit(loop.step_fn, out_shardings=(shardings, replicated), donate_argnums=0)
+  step_fn = jax.jit(loop.step_fn, out_shardings=(shardings, replicated), donate_argnums=0)
   step_args = jax.device_put(loop.step_args, replicated)
   # One compiled schedule, not an eager dispatch (and compile) of each of its jnp ops.
   learning_rate = jax.jit(loop.learning_rate) if loop.learning_rate is not None else None

@@ -27,7 +27,6 @@ from data import pointclouds
 from kernels.devoxelize import devoxelize_path
 from kernels.voxelize import voxelize_path
 from lite_jax import core
-from lite_jax.core import compiler
 from lite_jax.core.errors import UserError
 from lite_jax.pvcnn import evaluation
 from lite_jax.pvcnn.models import build_model
@@ -264,7 +263,7 @@ def _make_predict(model: nn.Module, spec: TaskSpec, variables: dict) -> Callable
     for c, (start, end) in enumerate(spec.part_ranges):
       allowed[c, start:end] = True
 
-  @compiler.jit
+  @jax.jit
   def predict(variables, batch):
     logits = model.apply(variables, *model_inputs(spec.task, batch), train=False)
     probs = jax.nn.softmax(logits, axis=-1)
