@@ -32,6 +32,7 @@ from lite_jax.core import compiler
 from lite_jax.core.errors import UserError
 from lite_jax.lite_transformer import lm as lm_lib
 from lite_jax.lite_transformer.lm import LanguageModel, LanguageModelConfig
+from lite_jax.lite_transformer.model import config_branches
 
 # The paper's Mult-Adds setting (as for translation): a 30-token sequence.
 PROFILE_LEN = 30
@@ -45,16 +46,7 @@ PROFILE_LEN = 30
 def model_config(config: ml_collections.ConfigDict, vocab_size: int) -> LanguageModelConfig:
   """The `LanguageModelConfig` of `config.model` for a vocabulary of `vocab_size` words."""
   m = config.model
-  if m.kind == "lite":
-    half = m.d_model // 2
-    branches = (f"attn:1:{half}:{m.num_heads}",
-                f"{m.conv_type}:default:{m.d_model - half}:{m.num_heads}")
-  elif m.kind == "transformer":
-    branches = None
-  else:
-    raise UserError(f"config.model.kind must be 'lite' or 'transformer', got {m.kind!r}.")
-  if m.dtype not in ("float32", "bfloat16"):
-    raise UserError(f"config.model.dtype must be 'float32' or 'bfloat16', got {m.dtype!r}.")
+  branches = config_branches(m)
   if m.cutoffs and max(m.cutoffs) >= vocab_size:
     raise UserError(f"config.model.cutoffs={tuple(m.cutoffs)} must lie below the vocabulary "
                     f"size {vocab_size}.")

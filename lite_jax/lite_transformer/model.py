@@ -21,6 +21,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from lite_jax.core.errors import UserError
 from lite_jax.nn import DynamicConv1D
 from lite_jax.nn import LightweightConv1D
 from lite_jax.nn import MultiHeadAttention
@@ -213,6 +214,22 @@ def resolve_branches(branches: tuple[BranchSpec, ...] | None, kernel_sizes: Sequ
                        f"{branch.kernel_size} in layer {layer}.")
     resolved.append(branch)
   return tuple(resolved)
+
+
+def config_branches(model: Any) -> tuple[str, str] | None:
+  """The branch specs a launcher config's `model` section asks for (`kind`, `d_model`,
+  `num_heads`, `conv_type`, `dtype`): 'lite' puts attention on the first half of the channels
+  and a `conv_type` convolution on the rest, as the paper; 'transformer' is None (full-width
+  attention). Raises `UserError` for an unknown kind or dtype."""
+  if model.dtype not in ("float32", "bfloat16"):
+    raise UserError(f"config.model.dtype must be 'float32' or 'bfloat16', got {model.dtype!r}.")
+  if model.kind == "transformer":
+    return None
+  if model.kind != "lite":
+    raise UserError(f"config.model.kind must be 'lite' or 'transformer', got {model.kind!r}.")
+  half = model.d_model // 2
+  return (f"attn:1:{half}:{model.num_heads}",
+          f"{model.conv_type}:default:{model.d_model - half}:{model.num_heads}")
 
 
 # ----------------------------------------------------------------------------------------

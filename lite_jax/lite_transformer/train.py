@@ -38,7 +38,7 @@ from lite_jax.core import compiler
 from lite_jax.core.errors import UserError
 from lite_jax.lite_transformer import bleu
 from lite_jax.lite_transformer.beam_search import beam_search
-from lite_jax.lite_transformer.model import EncoderDecoder, TransformerConfig
+from lite_jax.lite_transformer.model import EncoderDecoder, TransformerConfig, config_branches
 from lite_jax.nn.losses import smoothed_cross_entropy
 
 # The paper's Mult-Adds setting: one 30-token source and one 30-token target sentence.
@@ -54,16 +54,7 @@ PROFILE_TGT_LEN = 30
 def model_config(config: ml_collections.ConfigDict, vocab_size: int) -> TransformerConfig:
   """The `TransformerConfig` of `config.model` for a joint vocabulary of `vocab_size`."""
   m = config.model
-  if m.kind == "lite":
-    half = m.d_model // 2
-    branches = (f"attn:1:{half}:{m.num_heads}",
-                f"{m.conv_type}:default:{m.d_model - half}:{m.num_heads}")
-  elif m.kind == "transformer":
-    branches = None
-  else:
-    raise UserError(f"config.model.kind must be 'lite' or 'transformer', got {m.kind!r}.")
-  if m.dtype not in ("float32", "bfloat16"):
-    raise UserError(f"config.model.dtype must be 'float32' or 'bfloat16', got {m.dtype!r}.")
+  branches = config_branches(m)
   try:
     return TransformerConfig(
         src_vocab_size=vocab_size, tgt_vocab_size=vocab_size,
