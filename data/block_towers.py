@@ -69,16 +69,15 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
 from collections.abc import Sequence
 from typing import Any
 
 import ml_collections
 import numpy as np
 import tensorflow_datasets as tfds
-from absl import logging
-from ml_collections import config_dict
 
+from data import generated
+from data.generated import scene_rng
 from lite_jax.core.errors import UserError
 from lite_jax.ppd import geometry, physics
 from lite_jax.ppd.geometry import BOX, CYLINDER, Primitives
@@ -105,7 +104,7 @@ SETTLE_SECONDS = 0.5
 SETTLE_SHIFT = 1e-3  # m
 SETTLE_ROTATION = 0.01  # rad
 MAX_DRAWS = 1000  # draws per scene before giving up (a bug, not bad luck)
-SPLITS = ("train", "validation", "test")
+SPLITS = generated.SPLITS
 
 CAMERA = ((0.0, -0.75, 0.35), (0.0, 0.0, 0.16), 40.0)  # position, target (m), vertical FOV deg
 LIGHT = np.array([0.45, -0.55, 1.0]) / np.linalg.norm([0.45, -0.55, 1.0])  # towards the light
@@ -409,11 +408,6 @@ def render(primitives: Primitives, colors: np.ndarray, pendulum: physics.Pendulu
 # ---------------------------------------------------------------------------------------------
 
 
-def scene_rng(seed: int, index: int) -> np.random.Generator:
-  """The generator of scene `index` under `seed`."""
-  return np.random.default_rng([seed, index])
-
-
 def _padded(values: np.ndarray, dtype) -> np.ndarray:
   values = np.asarray(values)
   out = np.zeros((MAX_BLOCKS, *values.shape[1:]), dtype)
@@ -460,9 +454,7 @@ def _float_example(record: dict[str, Any]) -> dict[str, np.ndarray]:
 def generate(num: int, seed: int, image_size: int = 128, start: int = 0
              ) -> dict[str, np.ndarray]:
   """Scenes `start .. start + num - 1` as float examples, stacked on a leading axis."""
-  if num < 1 or start < 0 or seed < 0:
-    raise UserError(f"generate needs num >= 1, start >= 0 and seed >= 0, got num={num}, "
-                    f"start={start}, seed={seed}.")
+  generated.check_generate_args(num, start, seed)
   scenes = [_float_example(make_scene(scene_rng(seed, i), image_size))
             for i in range(start, start + num)]
   return {k: np.stack([s[k] for s in scenes]) for k in scenes[0]}
@@ -473,33 +465,14 @@ def generate(num: int, seed: int, image_size: int = 128, start: int = 0
 # ---------------------------------------------------------------------------------------------
 
 
-@dataclasses.dataclass
-class BlockTowersConfig(tfds.core.BuilderConfig):
-  """One generator setting; scenes of every split come from one (seed, index) space."""
-  image_size: int = 128
-  num_train: int = 10000
-  num_validation: int = 1000
-  num_test: int = 1000
-  seed: int = 0
-
-  def split_ranges(self) -> dict[str, tuple[int, int]]:
-    """`{split: (first scene, count)}`: consecutive, disjoint ranges."""
-    counts = (self.num_train, self.num_validation, self.num_test)
-    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
-    return {s: (int(a), int(n)) for s, a, n in zip(SPLITS, starts, counts)}
-
-
 def towers_config(image_size: int = 128, num_train: int = 10000, num_validation: int = 1000,
-                  num_test: int = 1000, seed: int = 0) -> BlockTowersConfig:
+                  num_test: int = 1000, seed: int = 0) -> generated.GeneratedConfig:
   """The builder config of a setting; its name keys the cache folder."""
-  return BlockTowersConfig(
-      name=f"size{image_size}_train{num_train}_val{num_validation}_test{num_test}_seed{seed}",
-      description=f"Block towers rendered at {image_size}x{image_size}, seed {seed}.",
-      image_size=image_size, num_train=num_train, num_validation=num_validation,
-      num_test=num_test, seed=seed)
+  return generated.generated_config("Block towers", image_size, num_train, num_validation,
+                                    num_test, seed)
 
 
-class BlockTowers(tfds.core.GeneratorBasedBuilder):
+class BlockTowers(generated.GeneratedBuilder):
   """Generated block towers, example i of a split = scene `start + i` (no shuffling).
 
   Stored as `make_scene` returns them: image uint8 and voxels uint8 zlib-compressed, the rest
@@ -510,10 +483,7 @@ class BlockTowers(tfds.core.GeneratorBasedBuilder):
   RELEASE_NOTES = {"1.0.0": "Initial release."}
   BUILDER_CONFIGS = [towers_config()]
 
-  @tfds.core.utils.classproperty
-  @classmethod
-  def url_infos(cls) -> None:
-    return None  # nothing is downloaded
+  make_example = staticmethod(make_scene)
 
   def _info(self) -> tfds.core.DatasetInfo:
     s, p = self.builder_config.image_size, MAX_BLOCKS
@@ -541,72 +511,18 @@ class BlockTowers(tfds.core.GeneratorBasedBuilder):
         builder=self, description="PPD block towers struck by a pendulum ball.",
         features=tfds.features.FeaturesDict(features), disable_shuffling=True)
 
-  def _split_generators(self, dl_manager: tfds.download.DownloadManager):
-    del dl_manager  # everything is generated
-    return {split: self._generate_examples(*span)
-            for split, span in self.builder_config.split_ranges().items()}
-
-  def _generate_examples(self, start: int, num: int):
-    config = self.builder_config
-    for i in range(start, start + num):
-      yield i, make_scene(scene_rng(config.seed, i), config.image_size)
-
-
 def towers_builder(data_config: ml_collections.ConfigDict) -> BlockTowers:
   """The prepared `BlockTowers` builder of `data_config` (generated on first use)."""
-  size = data_config.image_size
-  if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 1:
-    raise UserError(f"data.image_size must be a positive integer, got {size!r}.")
-  counts = {k: data_config[k] for k in ("num_train", "num_validation", "num_test")}
-  for name, value in {**counts, "seed": data_config.seed}.items():
-    if not isinstance(value, (int, np.integer)) or value < (0 if name == "seed" else 1):
-      raise UserError(f"data.{name} must be a {'non-negative' if name == 'seed' else 'positive'}"
-                      f" integer, got {value!r}.")
-  config = towers_config(size, seed=data_config.seed, **counts)
-  builder = BlockTowers(
-      config=config.name if config.name in BlockTowers.builder_configs else config,
-      data_dir=data_config.data_dir and os.path.expanduser(data_config.data_dir),
-      file_format="array_record")
-  if not builder.is_prepared():
-    logging.info("generating %s into %s", config.name, builder.data_dir)
-    builder.download_and_prepare()
-  return builder
-
-
-class TowerRecords(Sequence):
-  """A split of a prepared `BlockTowers` as example dicts (image, voxels float32)."""
-
-  def __init__(self, source: Sequence[dict[str, Any]]):
-    self._source = source
-
-  def __len__(self) -> int:
-    return len(self._source)
-
-  def __getitem__(self, index: int) -> dict[str, np.ndarray]:
-    if not -len(self) <= index < len(self):
-      raise IndexError(index)
-    return _float_example(self._source[index % len(self)])
+  return generated.prepare(BlockTowers, data_config, "Block towers")
 
 
 def default_data_config(**overrides: Any) -> ml_collections.ConfigDict:
   """The data fields; defaults: 128 px images, 10k / 1k / 1k scenes, seed 0."""
-  config = ml_collections.ConfigDict({
-      "data_dir": config_dict.placeholder(str),  # ArrayRecord cache; None: tfds's default
-      "image_size": 128,
-      "num_train": 10000,  # our choice; the paper's counts are not public
-      "num_validation": 1000,
-      "num_test": 1000,
-      "seed": 0,
-  })
-  for key, value in overrides.items():
-    if key not in config:
-      raise UserError(f"{key!r} is not a data config field (fields: {', '.join(config)}).")
-    config[key] = value
-  return config
+  return generated.data_config({}, overrides)
 
 
 def load_split(data_config: ml_collections.ConfigDict, split: str) -> Sequence[dict]:
   """Split `split` as a random-access sequence of example dicts (module docstring)."""
-  if split not in SPLITS:
-    raise UserError(f"split {split!r} is not one of {', '.join(SPLITS)}.")
-  return TowerRecords(towers_builder(data_config).as_data_source(split=split))
+  generated.check_split(split)
+  return generated.Records(towers_builder(data_config).as_data_source(split=split),
+                           _float_example)

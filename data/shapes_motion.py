@@ -81,6 +81,8 @@ from absl import logging
 from ml_collections import config_dict
 from PIL import Image
 
+from data import generated
+from data.generated import scene_rng
 from lite_jax.core.errors import UserError
 
 CANVAS = 512
@@ -89,7 +91,7 @@ SIZE_LOW, SIZE_HIGH = int(.2 * CANVAS), int(.3 * CANVAS)  # randint(102, 153): 1
 OFFSET_RANGE = int(.2 * CANVAS)  # randint(-102, 102): -102..101
 MOTION_RANGE = int(.1 * CANVAS)  # randint(-51, 51): -51..50
 OBJECT_NAMES = ("circle", "square", "triangle")  # object id k + 1 is OBJECT_NAMES[k]
-SPLITS = ("train", "validation", "test")
+SPLITS = generated.SPLITS
 SOURCES = ("shapes", "reference", "pairs")
 FLO_MAGIC = 202021.25  # Middlebury .flo header
 
@@ -284,17 +286,10 @@ def _float_example(record: dict[str, Any]) -> dict[str, np.ndarray]:
           "object_ids": np.asarray(record["object_ids"], np.int32)}
 
 
-def scene_rng(seed: int, index: int) -> np.random.Generator:
-  """The generator of scene `index` under `seed`."""
-  return np.random.default_rng([seed, index])
-
-
 def generate(num: int, seed: int, size: int = 128, start: int = 0) -> dict[str, np.ndarray]:
   """Scenes `start .. start + num - 1`, stacked (keys of `render_scene`, leading axis num)."""
   _check_size(size)
-  if num < 1 or start < 0 or seed < 0:
-    raise UserError(f"generate needs num >= 1, start >= 0 and seed >= 0, got num={num}, "
-                    f"start={start}, seed={seed}.")
+  generated.check_generate_args(num, start, seed)
   scenes = [render_scene(scene_rng(seed, i), size) for i in range(start, start + num)]
   return {k: np.stack([np.asarray(s[k]) for s in scenes]) for k in scenes[0]}
 
@@ -304,33 +299,14 @@ def generate(num: int, seed: int, size: int = 128, start: int = 0) -> dict[str, 
 # ---------------------------------------------------------------------------------------------
 
 
-@dataclasses.dataclass
-class ShapesMotionConfig(tfds.core.BuilderConfig):
-  """One generator setting; scenes of every split come from one (seed, index) space."""
-  image_size: int = 128
-  num_train: int = 10000
-  num_validation: int = 1000
-  num_test: int = 1000
-  seed: int = 0
-
-  def split_ranges(self) -> dict[str, tuple[int, int]]:
-    """`{split: (first scene, count)}`: consecutive, disjoint ranges."""
-    counts = (self.num_train, self.num_validation, self.num_test)
-    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
-    return {s: (int(a), int(n)) for s, a, n in zip(SPLITS, starts, counts)}
-
-
 def shapes_config(image_size: int = 128, num_train: int = 10000, num_validation: int = 1000,
-                  num_test: int = 1000, seed: int = 0) -> ShapesMotionConfig:
+                  num_test: int = 1000, seed: int = 0) -> generated.GeneratedConfig:
   """The builder config of a setting; its name keys the cache folder."""
-  return ShapesMotionConfig(
-      name=f"size{image_size}_train{num_train}_val{num_validation}_test{num_test}_seed{seed}",
-      description=f"Shapes scenes at {image_size}x{image_size}, seed {seed}.",
-      image_size=image_size, num_train=num_train, num_validation=num_validation,
-      num_test=num_test, seed=seed)
+  return generated.generated_config("Shapes scenes", image_size, num_train, num_validation,
+                                    num_test, seed)
 
 
-class ShapesMotion(tfds.core.GeneratorBasedBuilder):
+class ShapesMotion(generated.GeneratedBuilder):
   """The Shapes generator's scenes, example i of a split = scene `start + i` (no shuffling).
 
   Stored: image1, image2 uint8 `[S, S, 3]`, flow float32 `[S, S, 2]`, object_ids uint8
@@ -343,10 +319,7 @@ class ShapesMotion(tfds.core.GeneratorBasedBuilder):
   RELEASE_NOTES = {"1.0.0": "Initial release."}
   BUILDER_CONFIGS = [shapes_config()]
 
-  @tfds.core.utils.classproperty
-  @classmethod
-  def url_infos(cls) -> None:
-    return None  # nothing is downloaded (see data/translation.py)
+  make_example = staticmethod(_render_records)
 
   def _info(self) -> tfds.core.DatasetInfo:
     s = self.builder_config.image_size
@@ -362,50 +335,10 @@ class ShapesMotion(tfds.core.GeneratorBasedBuilder):
             "present": tfds.features.Tensor(shape=(3,), dtype=np.bool_)}),
         disable_shuffling=True)
 
-  def _split_generators(self, dl_manager: tfds.download.DownloadManager):
-    del dl_manager  # everything is generated
-    return {split: self._generate_examples(*span)
-            for split, span in self.builder_config.split_ranges().items()}
-
-  def _generate_examples(self, start: int, num: int):
-    config = self.builder_config
-    for i in range(start, start + num):
-      yield i, _render_records(scene_rng(config.seed, i), config.image_size)
-
-
 def shapes_builder(data_config: ml_collections.ConfigDict) -> ShapesMotion:
   """The prepared `ShapesMotion` builder of `data_config` (generated on first use)."""
   _check_size(data_config.image_size)
-  counts = {k: data_config[k] for k in ("num_train", "num_validation", "num_test")}
-  for name, value in {**counts, "seed": data_config.seed}.items():
-    if not isinstance(value, (int, np.integer)) or value < (0 if name == "seed" else 1):
-      raise UserError(f"data.{name} must be a {'non-negative' if name == 'seed' else 'positive'}"
-                      f" integer for the shapes source, got {value!r}.")
-  config = shapes_config(data_config.image_size, seed=data_config.seed, **counts)
-  # tfds refuses a config object named like a predefined one; pass those by name.
-  builder = ShapesMotion(
-      config=config.name if config.name in ShapesMotion.builder_configs else config,
-      data_dir=data_config.data_dir and os.path.expanduser(data_config.data_dir),
-      file_format="array_record")
-  if not builder.is_prepared():
-    logging.info("generating %s into %s", config.name, builder.data_dir)
-    builder.download_and_prepare()
-  return builder
-
-
-class ShapesRecords(Sequence):
-  """A split of a prepared `ShapesMotion` as float32 / int32 example dicts."""
-
-  def __init__(self, source: Sequence[dict[str, Any]]):
-    self._source = source
-
-  def __len__(self) -> int:
-    return len(self._source)
-
-  def __getitem__(self, index: int) -> dict[str, np.ndarray]:
-    if not -len(self) <= index < len(self):
-      raise IndexError(index)
-    return _float_example(self._source[index % len(self)])
+  return generated.prepare(ShapesMotion, data_config, "Shapes scenes")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -652,21 +585,10 @@ def file_pairs(data_config: ml_collections.ConfigDict, split: str) -> FramePairs
 
 def default_data_config(**overrides: Any) -> ml_collections.ConfigDict:
   """The data fields (see the module docstring); defaults: 128 px Shapes, 10k/1k/1k scenes."""
-  config = ml_collections.ConfigDict({
+  return generated.data_config({
       "source": "shapes",
-      "data_dir": config_dict.placeholder(str),  # ArrayRecord cache; None: tfds's default
-      "image_size": 128,
-      "num_train": 10000,  # our choice; the paper's count is not in the public code
-      "num_validation": 1000,
-      "num_test": 1000,
-      "seed": 0,
       "path": config_dict.placeholder(str),  # folder or list file of "reference" / "pairs"
-  })
-  for key, value in overrides.items():
-    if key not in config:
-      raise UserError(f"{key!r} is not a data config field (fields: {', '.join(config)}).")
-    config[key] = value
-  return config
+  }, overrides)
 
 
 def load_split(data_config: ml_collections.ConfigDict, split: str) -> Sequence[dict]:
@@ -675,10 +597,10 @@ def load_split(data_config: ml_collections.ConfigDict, split: str) -> Sequence[d
   Each item: image1, image2 float32 `[S, S, 3]`, flow float32 `[S, S, 2]` (image widths),
   object_ids int32 `[S, S]` (-1 for files). Shapes are generated into ArrayRecord once.
   """
-  if split not in SPLITS:
-    raise UserError(f"split {split!r} is not one of {', '.join(SPLITS)}.")
+  generated.check_split(split)
   if data_config.source == "shapes":
-    return ShapesRecords(shapes_builder(data_config).as_data_source(split=split))
+    return generated.Records(shapes_builder(data_config).as_data_source(split=split),
+                             _float_example)
   if data_config.source in ("reference", "pairs"):
     return file_pairs(data_config, split)
   raise UserError(f"data.source {data_config.source!r} is not one of {', '.join(SOURCES)}.")
