@@ -158,3 +158,12 @@ def data_config(fields: dict[str, Any], overrides: dict[str, Any]
 def check_split(split: str) -> None:
   if split not in SPLITS:
     raise UserError(f"split {split!r} is not one of {', '.join(SPLITS)}.")
+
+
+def under_workdir(data_config: ml_collections.ConfigDict, workdir: str
+                  ) -> ml_collections.ConfigDict:
+  """`data_config` with its ArrayRecord cache in `<workdir>/data` when it names none."""
+  if data_config.data_dir is None:
+    with data_config.unlocked():
+      data_config.data_dir = os.path.join(workdir, "data")
+  return data_config

@@ -30,7 +30,7 @@ import ml_collections
 import numpy as np
 import optax
 
-from data import block_towers
+from data import generated, block_towers
 from lite_jax import core
 from lite_jax.core.errors import UserError
 from lite_jax.ppd import geometry, metrics, physics, refine
@@ -64,11 +64,7 @@ def runs_of(config: ml_collections.ConfigDict) -> dict[str, bool]:
 
 def data_config(config: ml_collections.ConfigDict, workdir: str) -> ml_collections.ConfigDict:
   """The data module's settings, the ArrayRecord cache under the workdir by default."""
-  d = block_towers.default_data_config(**config.data.to_dict())
-  if d.data_dir is None:
-    with d.unlocked():
-      d.data_dir = os.path.join(workdir, "data")
-  return d
+  return generated.under_workdir(block_towers.default_data_config(**config.data.to_dict()), workdir)
 
 
 def load_split(config: ml_collections.ConfigDict, workdir: str, split: str) -> Sequence[dict]:

@@ -40,7 +40,7 @@ import numpy as np
 import optax
 from absl import logging
 
-from data import shapes_motion
+from data import generated, shapes_motion
 from lite_jax import core
 from lite_jax.core.errors import UserError
 from lite_jax.psd import losses, metrics
@@ -105,11 +105,7 @@ def parse_dimensions(text: str, num_latents: int) -> tuple[int, ...] | None:
 
 def data_config(config: ml_collections.ConfigDict, workdir: str) -> ml_collections.ConfigDict:
   """The data module's settings, with the ArrayRecord cache under the workdir by default."""
-  d = shapes_motion.default_data_config(**config.data.to_dict())
-  if d.data_dir is None:
-    with d.unlocked():
-      d.data_dir = os.path.join(workdir, "data")
-  return d
+  return generated.under_workdir(shapes_motion.default_data_config(**config.data.to_dict()), workdir)
 
 
 def load_split(config: ml_collections.ConfigDict, workdir: str, split: str) -> Sequence[dict]:
