@@ -22,6 +22,7 @@ from experiments.configs import ppd as ppd_config
 from lite_jax import core
 from lite_jax.core import app
 from lite_jax.ppd import train
+from tests.notebooks.notebook_runner import count_images, execute
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TINY = "--config=experiments/configs/ppd.py:tiny"
@@ -102,3 +103,17 @@ def test_visualize_writes_both_pictures(runs):
   names = sorted(os.path.basename(p) for p in runs.pictures["pictures"])
   assert names == ["primitives.png", "trajectories.png"]
   assert all(os.path.getsize(p) > 1000 for p in runs.pictures["pictures"])
+
+
+@pytest.mark.slow
+def test_the_notebook_runs_and_prints_both_models(runs, tmp_path, monkeypatch):
+  """`notebooks/ppd_quickstart.ipynb` top to bottom on the tiny preset in a fresh workdir (after
+  the fixture, so its kernel loads the tiny programs from the session's compilation cache)."""
+  text, outputs = execute("ppd_quickstart.ipynb", tmp_path / "work", monkeypatch)
+  assert "preset tiny:" in text and "tower 0:" in text and "kg/m^3" in text
+  with open(tmp_path / "work" / "evaluation.json", encoding="utf-8") as f:
+    evaluation = json.load(f)
+  for name, prefix in (("image + voxels + trajectories", ""), ("appearance only", "appearance_")):
+    assert (f"| {name} | {evaluation[prefix + 'shape_f1']:.3f} | "
+            f"{evaluation[prefix + 'density_top1']:.3f} | ") in text
+  assert count_images(outputs) >= 3  # the towers, then primitives and trajectories
