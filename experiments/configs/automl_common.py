@@ -6,6 +6,7 @@ from __future__ import annotations
 import ml_collections
 
 from lite_jax.core.loop import train_config
+from lite_jax.core.train import optimizer_config
 
 
 def sgd_phase(epochs: float, batch_size: int, learning_rate: float, weight_decay: float
@@ -15,10 +16,8 @@ def sgd_phase(epochs: float, batch_size: int, learning_rate: float, weight_decay
   c = train_config(log_every_steps=100, checkpoint_every_steps=1000, keep_checkpoints=2)
   c.num_epochs = epochs
   c.batch_size = batch_size
-  c.optim = ml_collections.ConfigDict(dict(
-      optimizer="sgd", momentum=0.9, learning_rate=learning_rate, schedule="cosine",
-      warmup_steps=0, warmup_init_lr=0.0, min_lr=0.0, weight_decay=weight_decay, clip_norm=0.0,
-      grad_accum_steps=1))
+  c.optim = optimizer_config(optimizer="sgd", learning_rate=learning_rate,
+                             weight_decay=weight_decay)
   return c
 
 

@@ -37,6 +37,7 @@ import ml_collections
 from lite_jax.core.errors import UserError
 from lite_jax.core.loop import train_config
 from lite_jax.core.mesh import mesh_config
+from lite_jax.core.train import optimizer_config
 from lite_jax.lite_transformer.lm import LM_KERNEL_SIZES
 
 
@@ -77,22 +78,13 @@ def _base() -> ml_collections.ConfigDict:
   c.model.final_norm = False  # the reference sets no_decoder_final_norm
   c.model.dtype = "float32"
 
-  c.optim = ml_collections.ConfigDict()
-  c.optim.optimizer = "sgd"  # with nesterov: fairseq's NAG
-  c.optim.momentum = 0.99
-  c.optim.nesterov = True
-  c.optim.schedule = "cosine"
-  c.optim.learning_rate = 1.0  # max-lr
-  c.optim.warmup_steps = 16000
-  c.optim.warmup_init_lr = 1e-7
-  c.optim.min_lr = 1e-4  # fairseq's cosine decays to --lr
-  c.optim.total_updates = 286000
-  c.optim.b1 = 0.9
-  c.optim.b2 = 0.98
-  c.optim.eps = 1e-8
-  c.optim.weight_decay = 0.0
-  c.optim.clip_norm = 0.1
-  c.optim.grad_accum_steps = 3
+  c.optim = optimizer_config(
+      optimizer="sgd", momentum=0.99, nesterov=True,  # fairseq's NAG
+      learning_rate=1.0,  # max-lr
+      warmup_steps=16000, warmup_init_lr=1e-7,
+      min_lr=1e-4,  # fairseq's cosine decays to --lr
+      total_updates=286000, clip_norm=0.1, grad_accum_steps=3,
+      b1=0.9, b2=0.98, eps=1e-8)  # Adam's, for the presets that switch to it
 
   c.train = train_config(log_every_steps=300, eval_every_steps=30000,
                          checkpoint_every_steps=3000, keep_checkpoints=3)

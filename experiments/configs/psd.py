@@ -34,6 +34,7 @@ from ml_collections import config_dict
 from lite_jax.core.errors import UserError
 from lite_jax.core.loop import train_config
 from lite_jax.core.mesh import mesh_config
+from lite_jax.core.train import optimizer_config
 
 PRESETS = ("shapes", "demo", "tiny")
 
@@ -87,22 +88,11 @@ def get_config(preset: str = "demo") -> ml_collections.ConfigDict:
   c.train.stage1_steps = 40_000
   c.train.stage2_steps = 20_000
 
-  c.optim = ml_collections.ConfigDict()  # `core.make_optimizer`, one per stage
-  c.optim.learning_rate = 1e-3
-  c.optim.stage2_learning_rate = 1e-3
-  # Stage 2's structure logits S (init -10, spec section 2): Adam moves a logit by about its
-  # learning rate per step, so S needs lr * steps >= 10 to reach sigmoid(S) = 0.5.
-  c.optim.structure_learning_rate = 1e-2
-  c.optim.schedule = "constant"
-  c.optim.warmup_steps = 0
-  c.optim.warmup_init_lr = 0.0
-  c.optim.min_lr = 0.0
-  c.optim.b1 = 0.9
-  c.optim.b2 = 0.999
-  c.optim.eps = 1e-8
-  c.optim.weight_decay = 0.0
-  c.optim.clip_norm = 0.0
-  c.optim.grad_accum_steps = 1
+  # Adam at 1e-3 (`core.make_optimizer`, one per stage). Stage 2's structure logits S (init
+  # -10, spec section 2): Adam moves a logit by about its learning rate per step, so S needs
+  # lr * steps >= 10 to reach sigmoid(S) = 0.5.
+  c.optim = optimizer_config(schedule="constant", extra=dict(
+      stage2_learning_rate=1e-3, structure_learning_rate=1e-2))
 
   c.eval = ml_collections.ConfigDict()
   c.eval.batch_size = 50

@@ -6,6 +6,7 @@ import ml_collections
 
 from lite_jax.core.loop import train_config
 from lite_jax.core.mesh import mesh_config
+from lite_jax.core.train import optimizer_config
 
 
 def base_config(task: str) -> ml_collections.ConfigDict:
@@ -45,18 +46,9 @@ def base_config(task: str) -> ml_collections.ConfigDict:
   c.train.batch_size = 32
   c.train.num_epochs = 200.0
 
-  c.optim = ml_collections.ConfigDict()  # core.make_optimizer; total_updates set at runtime
-  c.optim.learning_rate = 1e-3
-  c.optim.schedule = "cosine"
-  c.optim.warmup_steps = 0
-  c.optim.warmup_init_lr = 0.0
-  c.optim.min_lr = 0.0  # PyTorch CosineAnnealingLR's eta_min
-  c.optim.b1 = 0.9
-  c.optim.b2 = 0.999
-  c.optim.eps = 1e-8
-  c.optim.weight_decay = 0.0  # L2 added to the gradient, as torch.optim.Adam does
-  c.optim.clip_norm = 0.0
-  c.optim.grad_accum_steps = 1
+  # Adam 1e-3, cosine to 0 (PyTorch CosineAnnealingLR's eta_min), weight decay as L2 added to
+  # the gradient (torch.optim.Adam's); total_updates set at run time.
+  c.optim = optimizer_config()
 
   c.mesh = mesh_config()  # data parallel over every device
 

@@ -47,6 +47,7 @@ import ml_collections
 from lite_jax.core.errors import UserError
 from lite_jax.core.loop import train_config
 from lite_jax.core.mesh import mesh_config
+from lite_jax.core.train import optimizer_config
 
 _WMT_LITE_DROPOUT = {  # d: (dropout, attention_dropout, weight_dropout), per task.
     "wmt14_enfr": {200: (0.04, 0.03, 0.03), 408: (0.08, 0.07, 0.07), 496: (0.10, 0.08, 0.08)},
@@ -90,21 +91,9 @@ def model_section() -> ml_collections.ConfigDict:
 
 def optim_section() -> ml_collections.ConfigDict:
   """`config.optim`: the WMT/CNN recipe (Adam, cosine with warmup, 50K updates)."""
-  c = ml_collections.ConfigDict()
-  c.schedule = "cosine"
-  c.learning_rate = 1e-3
-  c.warmup_steps = 10000
-  c.warmup_init_lr = 1e-7
-  c.min_lr = 1e-7
-  c.total_updates = 50000
-  c.b1 = 0.9
-  c.b2 = 0.98
-  c.eps = 1e-8
-  c.weight_decay = 0.0
-  c.clip_norm = 0.0
-  c.grad_accum_steps = 16
-  c.label_smoothing = 0.1
-  return c
+  return optimizer_config(warmup_steps=10000, warmup_init_lr=1e-7, min_lr=1e-7,
+                          total_updates=50000, b2=0.98, grad_accum_steps=16,
+                          extra=dict(label_smoothing=0.1))
 
 
 def eval_section() -> ml_collections.ConfigDict:

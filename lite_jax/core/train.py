@@ -6,12 +6,15 @@ optimizer updates every `grad_accum_steps` of them, and schedules count updates.
 
 from __future__ import annotations
 
+import difflib
 import math
+from collections.abc import Mapping
 from typing import Any, NamedTuple
 
 import flax.struct
 import jax
 import jax.numpy as jnp
+import ml_collections
 import optax
 
 from lite_jax.core.errors import UserError
@@ -125,13 +128,67 @@ def with_schedule(opt_state: Any, peak: float, total: int, floor: float = 0.0) -
   return jax.tree.map(set_, opt_state, is_leaf=lambda n: isinstance(n, CosineState))
 
 
+# `optimizer_config`'s fields: every config holds these, with these defaults (the values most
+# presets use).
+_OPTIM_DEFAULTS = dict(learning_rate=1e-3, schedule="cosine", warmup_steps=0,
+                       warmup_init_lr=0.0, min_lr=0.0, weight_decay=0.0, clip_norm=0.0,
+                       grad_accum_steps=1)
+# The chosen optimizer's own fields and defaults, present only with that optimizer (a lone
+# Adam field in an SGD config would be an option nobody reads) unless passed explicitly.
+_OPTIMIZER_DEFAULTS = {"adam": dict(b1=0.9, b2=0.999, eps=1e-8), "sgd": dict(momentum=0.9)}
+# Fields make_optimizer reads when present and defaults when absent: kept only when passed.
+_OPTIM_OPTIONAL = ("optimizer", "total_updates", "nesterov", "schedule_in_state")
+_OPTIM_FIELDS = (tuple(_OPTIM_DEFAULTS) + tuple(_OPTIM_OPTIONAL)
+                 + tuple(k for d in _OPTIMIZER_DEFAULTS.values() for k in d))
+_FLOAT_FIELDS = ("learning_rate", "warmup_init_lr", "min_lr", "weight_decay", "clip_norm",
+                 "b1", "b2", "eps", "momentum")
+
+
+def optimizer_config(*, extra: Mapping[str, Any] | None = None, **overrides: Any
+                     ) -> ml_collections.ConfigDict:
+  """A config's optimizer section: `make_optimizer`'s fields with the defaults below, then
+  `overrides`, then the paper-specific keys of `extra` (read by a paper's own code, e.g.
+  `label_smoothing`, `stage2_learning_rate`).
+
+  Defaults (what most presets use): Adam with b1 0.9, b2 0.999, eps 1e-8 (fields present only
+  when `optimizer` is absent or "adam"); `optimizer="sgd"` gives `momentum` 0.9 instead;
+  learning_rate 1e-3 with schedule "cosine", warmup_steps 0, warmup_init_lr 0.0, min_lr 0.0;
+  weight_decay 0.0 (L2 added to the gradient), clip_norm 0.0 (off), grad_accum_steps 1.
+  `optimizer`, `total_updates` (a cosine needs it: trainers set it from their step count),
+  `nesterov` and `schedule_in_state` appear only when passed. A float field given an int is
+  stored as a float, so a later `--config.optim.learning_rate=0.5` type-checks.
+
+  The section is not locked: presets may set or add fields afterwards. An override that is
+  not a field (a typo) or an `extra` key that is one raises `UserError`.
+  """
+  for key in overrides:
+    if key not in _OPTIM_FIELDS:
+      close = difflib.get_close_matches(key, _OPTIM_FIELDS, n=1)
+      hint = f" (did you mean {close[0]!r}?)" if close else ""
+      raise UserError(f"optimizer_config has no field {key!r}{hint}; pass paper-specific keys "
+                      f"in extra=.")
+  for key in extra or {}:
+    if key in _OPTIM_FIELDS:
+      raise UserError(f"optimizer_config's extra key {key!r} is an optimizer field; pass it "
+                      f"as {key}= instead.")
+  name = overrides.get("optimizer", "adam")
+  if name not in _OPTIMIZER_DEFAULTS:
+    raise UserError(f"unknown optimizer {name!r}; choose adam or sgd.")
+  fields = {**_OPTIM_DEFAULTS, **_OPTIMIZER_DEFAULTS[name], **overrides}
+  for key in _FLOAT_FIELDS:
+    if isinstance(fields.get(key), int) and not isinstance(fields[key], bool):
+      fields[key] = float(fields[key])
+  return ml_collections.ConfigDict({**fields, **(extra or {})})
+
+
 def make_optimizer(optim_config, *, decay_mask: Any = None
                    ) -> tuple[optax.GradientTransformation, optax.Schedule]:
   """Adam (or SGD with momentum) with optional clipping, wrapped in `optax.MultiSteps` for
   gradient accumulation.
 
-  `optim_config` fields: learning_rate, schedule, warmup_steps, warmup_init_lr, min_lr,
-  total_updates, b1, b2, eps, weight_decay, clip_norm (0 = off), grad_accum_steps;
+  `optim_config` (built by `optimizer_config`, which documents the defaults) fields:
+  learning_rate, schedule, warmup_steps, warmup_init_lr, min_lr, total_updates, b1, b2, eps,
+  weight_decay, clip_norm (0 = off), grad_accum_steps;
   `optimizer` ("adam" when absent, or "sgd" with `momentum` and optional `nesterov`).
   `schedule_in_state` (optional, cosine without warm-up only): the schedule lives in the
   optimizer state (`scale_by_cosine_in_state`), so one optimizer object serves any peak and
