@@ -116,6 +116,8 @@ def get_config(preset: str = "demo") -> ml_collections.ConfigDict:
     # Stronger than the paper-size default: with 8 latents at 32 px, beta 1e-2 kept 6 of 8
     # dimensions above 1 nat; 0.05 leaves 3-4 active and the rest at KL ~0.001 (measured).
     c.loss.beta = 0.05
+    # motion_l1 stays 0: at 0.3 and 0.05 it lowered stage 1's part IoU from 0.242 to
+    # 0.173 / 0.175 (lite_jax/psd/README.md, "Tries").
     c.active.max_dims = 3
     c.train.log_every_steps = 50
     c.train.checkpoint_every_steps = 500
