@@ -258,12 +258,7 @@ def pendulum_from_example(example: dict[str, Any]) -> physics.Pendulum:
 
 def camera_rays(size: int) -> tuple[np.ndarray, np.ndarray]:
   """(origin `[3]`, unit directions `[size * size, 3]`, row-major from the top-left pixel)."""
-  eye, target, fov = (np.asarray(v, np.float64) for v in CAMERA)
-  forward = (target - eye) / np.linalg.norm(target - eye)
-  right = np.cross(forward, [0.0, 0.0, 1.0])
-  right /= np.linalg.norm(right)
-  up = np.cross(right, forward)
-  extent = math.tan(math.radians(float(fov)) / 2)
+  eye, (right, up, forward), extent = geometry.camera_frame(CAMERA)
   coords = ((np.arange(size) + 0.5) / size * 2 - 1) * extent
   u, v = np.meshgrid(coords, -coords)  # v: +extent at the top row
   directions = forward + u[..., None] * right + v[..., None] * up
@@ -449,6 +444,30 @@ def _float_example(record: dict[str, Any]) -> dict[str, np.ndarray]:
   example["image"] = example["image"].astype(np.float32) / 255
   example["voxels"] = example["voxels"].astype(np.float32)
   return example
+
+
+# The fields `mirror_x` turns (the model's inputs and geometry targets).
+MIRRORED = ("image", "voxels", "trajectory", "ball_trajectory", "position", "quaternion")
+
+
+def mirror_x(example: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+  """The scene reflected in the plane x = 0 (a training augmentation), on the fields of
+  MIRRORED: the camera sits on that plane, so the image flips left-right; the voxel grid
+  (symmetric in x) flips along x; positions and the ball's x change sign; each rotation R
+  becomes M R M with M = diag(-1, 1, 1), which is (w, x, y, z) -> (w, x, -y, -z). Sizes,
+  shapes and densities are unchanged. Not mirrored: the light (it then falls from the other
+  side), the floor's checker parity, and the pendulum's parameters (re-simulation must use the
+  original scene)."""
+  out = dict(example)
+  flip = np.array([-1.0, 1.0, 1.0], np.float32)
+  turn = np.array([1.0, 1.0, -1.0, -1.0], np.float32)
+  out["image"] = example["image"][:, ::-1]
+  out["voxels"] = example["voxels"][::-1]
+  out["trajectory"] = example["trajectory"] * np.concatenate([flip, turn])
+  out["ball_trajectory"] = example["ball_trajectory"] * flip
+  out["position"] = example["position"] * flip
+  out["quaternion"] = example["quaternion"] * turn
+  return out
 
 
 def generate(num: int, seed: int, image_size: int = 128, start: int = 0

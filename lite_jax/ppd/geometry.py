@@ -29,6 +29,7 @@ one-to-one matching); F1 = 2 TP / (num_pred + num_gt).
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any
 
 import numpy as np
@@ -43,6 +44,26 @@ VOXEL_RESOLUTION = 32
 # generated tower (4 blocks of at most 10 cm) is 0.4 m, its widest reach below 0.15 m.
 VOXEL_BOUNDS = ((-0.25, 0.25), (-0.25, 0.25), (0.0, 0.5))
 IOU_SAMPLES = 20000
+
+
+def camera_frame(camera: Any) -> tuple[np.ndarray, np.ndarray, float]:
+  """(eye `[3]`, rows right / up / forward `[3, 3]`, tan(fov / 2)) of a pinhole camera
+  `(position, target, vertical fov in degrees)` (z up; the image is square)."""
+  eye, target, fov = (np.asarray(v, np.float64) for v in camera)
+  forward = (target - eye) / np.linalg.norm(target - eye)
+  right = np.cross(forward, [0.0, 0.0, 1.0])
+  right /= np.linalg.norm(right)
+  return eye, np.stack([right, np.cross(right, forward), forward]), math.tan(
+      math.radians(float(fov)) / 2)
+
+
+def project(points: Any, camera: Any) -> Any:
+  """`[..., 2]` image coordinates (u right, v down, in [-1, 1] across the image) of world
+  points `[..., 3]` (m) seen by `camera` (`camera_frame`); numpy or jax arrays."""
+  eye, axes, extent = camera_frame(camera)
+  local = (points - eye) @ axes.T.astype(np.float32)
+  depth = local[..., 2:]
+  return local[..., :2] / (depth * extent) * np.array([1.0, -1.0], np.float32)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -34,7 +34,8 @@ from data import generated, block_towers
 from lite_jax import core
 from lite_jax.core.errors import UserError
 from lite_jax.ppd import geometry, metrics, physics, refine
-from lite_jax.ppd.model import PPD, check_inputs, loss_weights, num_primitives, ppd_loss
+from lite_jax.ppd.model import (ATTENTION_OUTPUTS, PPD, check_inputs, loss_weights,
+                                 num_primitives, ppd_loss)
 
 RUNS = {"model": "", "appearance_only": "appearance_"}  # folder -> prefix of its test metrics
 INPUTS = ("image", "voxels", "trajectory", "ball_trajectory")
@@ -51,7 +52,8 @@ def build_model(config: ml_collections.ConfigDict, use_trajectory: bool | None =
              voxel_resolution=m.voxel_resolution, code_features=m.code_features,
              hidden=m.hidden, encoder_features=m.encoder_features,
              voxel_widths=tuple(m.voxel_widths), image_widths=tuple(m.image_widths),
-             trajectory_widths=tuple(m.trajectory_widths), slot_features=m.slot_features)
+             trajectory_widths=tuple(m.trajectory_widths), slot_features=m.slot_features,
+             readout=m.readout, camera=block_towers.CAMERA, max_points=m.max_points)
 
 
 def runs_of(config: ml_collections.ConfigDict) -> dict[str, bool]:
@@ -77,8 +79,18 @@ def generate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, int]:
           for split in block_towers.SPLITS}
 
 
-def _fields(example: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+def _fields(example: dict[str, np.ndarray], max_points: int | None = None
+            ) -> dict[str, np.ndarray]:
+  """The model's inputs and targets of one scene; with `max_points`, a `UserError` for a voxel
+  grid with more occupied voxels than the attention readout takes (it would drop some)."""
+  if max_points is not None and (occupied := int(np.sum(example["voxels"] > 0.5))) > max_points:
+    raise UserError(f"a scene's voxel grid has {occupied} occupied voxels, more than "
+                    f"model.max_points={max_points}; raise model.max_points.")
   return {k: example[k] for k in INPUTS + TARGETS}
+
+
+def _max_points(config: ml_collections.ConfigDict) -> int | None:
+  return config.model.max_points if config.model.readout == "attention" else None
 
 
 def training_batches(train: Sequence[dict], config: ml_collections.ConfigDict, seed: int
@@ -87,8 +99,12 @@ def training_batches(train: Sequence[dict], config: ml_collections.ConfigDict, s
   if len(train) < config.train.batch_size:
     raise UserError(f"the training split ({len(train)} scenes) is smaller than one batch "
                     f"({config.train.batch_size}); raise config.data.num_train.")
-  return (grain.MapDataset.source(train).seed(seed).shuffle().repeat(None).map(_fields)
-          .batch(config.train.batch_size, drop_remainder=True))
+  fields = functools.partial(_fields, max_points=_max_points(config))
+  data = grain.MapDataset.source(train).seed(seed).shuffle().repeat(None).map(fields)
+  if config.train.mirror:  # half the scenes reflected in x = 0 (`block_towers.mirror_x`)
+    data = data.random_map(lambda e, rng: block_towers.mirror_x(e) if rng.random() < 0.5
+                           else e)
+  return data.batch(config.train.batch_size, drop_remainder=True)
 
 
 def make_optimizer(config: ml_collections.ConfigDict
@@ -159,12 +175,13 @@ def _jitted(model: PPD, weights: Any, what: str) -> Callable:
       {"params": params}, b["image"], b["voxels"], b["trajectory"], b["ball_trajectory"]))
 
 
-def _batches(examples: Sequence[dict], count: int, batch_size: int
-             ) -> Iterator[tuple[int, dict[str, np.ndarray]]]:
+def _batches(examples: Sequence[dict], count: int, batch_size: int,
+             max_points: int | None = None) -> Iterator[tuple[int, dict[str, np.ndarray]]]:
   """`(rows, batch)` over the first `count` examples, each batch `batch_size` rows (the last
-  padded with its first row, so one program serves all)."""
+  padded with its first row, so one program serves all); `max_points` as `_fields`."""
   for start in range(0, count, batch_size):
-    rows = [_fields(examples[i]) for i in range(start, min(start + batch_size, count))]
+    rows = [_fields(examples[i], max_points)
+            for i in range(start, min(start + batch_size, count))]
     rows += [rows[0]] * (batch_size - len(rows))
     yield min(batch_size, count - start), {k: np.stack([r[k] for r in rows]) for k in rows[0]}
 
@@ -174,7 +191,8 @@ def _validation_hook(s: Setup, validation: Sequence[dict]) -> Callable:
   def hook(state: core.TrainState) -> dict[str, float]:
     losses = _jitted(s.model, loss_weights(s.config.loss), "loss")
     sums, total = {}, 0
-    for rows, batch in _batches(validation, len(validation), s.config.eval.batch_size):
+    for rows, batch in _batches(validation, len(validation), s.config.eval.batch_size,
+                                _max_points(s.config)):
       # Padding rows repeat a scene; weight each batch by its real rows (close enough for a
       # monitor, exact when the split divides into batches).
       out = jax.device_get(losses(state.params, batch))
@@ -243,9 +261,10 @@ def predict(s: Setup, params: Any, examples: Sequence[dict], count: int
   """The model's outputs `[count, P, ...]` (numpy) on the first `count` examples."""
   forward = _jitted(s.model, None, "forward")
   parts = []
-  for rows, batch in _batches(examples, count, s.config.eval.batch_size):
+  for rows, batch in _batches(examples, count, s.config.eval.batch_size, _max_points(s.config)):
     out = jax.device_get(forward(params, batch))
-    parts.append({k: np.asarray(v)[:rows] for k, v in out.items()})
+    parts.append({k: np.asarray(v)[:rows] for k, v in out.items()
+                  if k not in ATTENTION_OUTPUTS})
   return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
 

@@ -165,3 +165,22 @@ def test_config_errors():
     bt.default_data_config(image=3)
   with pytest.raises(UserError, match="data.num_train must be a positive integer"):
     bt.towers_builder(bt.default_data_config(num_train=0))
+
+
+def test_mirror_reflects_the_scene_in_x(records):
+  example = records["train"][0]
+  mirrored = bt.mirror_x(example)
+  n = int(example["count"])
+  prims = g.Primitives.from_example(example)
+  reflected = g.Primitives(prims.shape, prims.size, mirrored["position"][:n].astype(np.float64),
+                           mirrored["quaternion"][:n].astype(np.float64), prims.density)
+  # The mirrored voxels are the mirrored blocks' voxelization, and rotations are M R M.
+  np.testing.assert_array_equal(mirrored["voxels"] > 0.5, g.voxelize(reflected))
+  m = np.diag([-1.0, 1.0, 1.0])
+  np.testing.assert_allclose(g.quaternion_to_matrix(reflected.quaternion),
+                             m @ g.quaternion_to_matrix(prims.quaternion) @ m, atol=1e-6)
+  np.testing.assert_array_equal(mirrored["image"], example["image"][:, ::-1])
+  assert mirrored["trajectory"][0, 0, 0] == -example["trajectory"][0, 0, 0]
+  again = bt.mirror_x(mirrored)
+  for key in bt.MIRRORED:
+    np.testing.assert_array_equal(again[key], example[key])

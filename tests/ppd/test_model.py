@@ -23,10 +23,14 @@ def _inputs(seed=0):
           rng.normal(size=(B, F, 3)).astype(np.float32))
 
 
-def _tiny(use_trajectory):
+def _tiny(use_trajectory, readout="attention", camera=block_towers.CAMERA):
   return model.PPD(use_trajectory=use_trajectory, code_features=8, hidden=8,
                    encoder_features=8, voxel_widths=(4,), image_widths=(4,),
-                   trajectory_widths=(4,), slot_features=2)
+                   trajectory_widths=(4,), slot_features=2, readout=readout, camera=camera,
+                   max_points=K)
+
+
+K = 4096  # attended voxels: the random grids of `_inputs` occupy ~3,300
 
 
 @pytest.fixture(scope="module")
@@ -44,9 +48,115 @@ def test_output_shapes_and_unit_quaternions(applied):
   apply, params = applied[True]
   out = apply(params, *_inputs())
   expected = {"shape_logits": (B, P, 2), "size": (B, P, 3), "position": (B, P, 3),
-              "quaternion": (B, P, 4), "density_logits": (B, P, 100), "stop": (B, P)}
+              "quaternion": (B, P, 4), "density_logits": (B, P, 100), "stop": (B, P),
+              "voxel_attention": (B, P, K), "voxel_points": (B, K, 3), "voxel_real": (B, K)}
   assert {k: v.shape for k, v in out.items()} == expected
   np.testing.assert_allclose(np.linalg.norm(out["quaternion"], axis=-1), 1.0, atol=1e-5)
+  # Attention is a distribution over the occupied voxels only, which are the grid's.
+  attention, real = np.asarray(out["voxel_attention"]), np.asarray(out["voxel_real"])
+  np.testing.assert_allclose(attention.sum(-1), 1.0, rtol=1e-5)
+  assert attention[np.broadcast_to(~real[:, None], attention.shape)].max() < 1e-12
+  voxels = _inputs()[1]
+  assert real.sum(-1).tolist() == voxels.reshape(B, -1).sum(-1).astype(int).tolist()
+  occupied = g.voxel_centres()[voxels[0] > 0.5]  # [x, y, z] index order, as the model's
+  np.testing.assert_allclose(out["voxel_points"][0][real[0]], occupied, atol=1e-6)
+
+
+@pytest.mark.parametrize("readout,camera", [("global", None), ("attention", None)])
+def test_the_other_readouts_run_with_the_same_heads(readout, camera):
+  net = _tiny(True, readout, camera)
+  out = jax.eval_shape(net.init_with_output, jax.random.PRNGKey(0), *_inputs())[0]
+  assert out["size"].shape == (B, P, 3)
+  assert ("voxel_attention" in out) == (readout == "attention")
+  with pytest.raises(UserError, match=r"^model.readout must be 'attention' or 'global', "):
+    _tiny(True, "slots").init(jax.random.PRNGKey(0), *_inputs())
+
+
+def test_projection_inverts_the_renderers_rays():
+  eye, directions = block_towers.camera_rays(6)
+  uv = g.project(eye + 0.6 * directions, block_towers.CAMERA).reshape(6, 6, 2)
+  centres = (np.arange(6) + 0.5) / 6 * 2 - 1
+  np.testing.assert_allclose(uv[..., 0], np.broadcast_to(centres, (6, 6)), atol=1e-9)
+  np.testing.assert_allclose(uv[..., 1], np.broadcast_to(centres[:, None], (6, 6)), atol=1e-9)
+
+
+def _box_scene(shape, size, yaw, position=(0.01, -0.02, 0.06)):
+  prims = g.Primitives(np.array([shape]), np.array([size]), np.array([position]),
+                       np.array([_yaw(yaw)], np.float64), np.array([500.0]))
+  return prims, g.voxel_centres()[g.voxelize(prims)]
+
+
+def test_attention_on_a_blocks_voxels_gives_its_centre_sides_and_yaw():
+  features = {}
+  for name, shape, size, yaw in (("long", g.BOX, (0.10, 0.05, 0.06), 0.5),
+                                 ("square", g.BOX, (0.09, 0.09, 0.06), 0.3),
+                                 ("disk", g.CYLINDER, (0.09, 0.09, 0.06), 0.0)):
+    prims, points = _box_scene(shape, size, yaw)
+    weights = np.full((1, len(points)), 1 / len(points), np.float32)
+    f = np.asarray(model.voxel_moment_features(weights, points[None] / model.METRES_PER_UNIT
+                                               ).astype(np.float32))[0]
+    features[name] = f
+    np.testing.assert_allclose(f[:3] * model.METRES_PER_UNIT, prims.position[0], atol=0.004)
+    assert abs(f[5] * model.METRES_PER_UNIT - size[2]) < 0.016  # height, within a voxel
+  # psi_2 (cos, sin of psi / 2) of the long box, modulo 180 degrees; psi_4 of the square,
+  # modulo 90 degrees.
+  long_half = math.atan2(features["long"][10], features["long"][9]) * 2
+  assert abs((long_half - 0.5 + math.pi / 2) % math.pi - math.pi / 2) < 0.12
+  square_half = math.atan2(features["square"][12], features["square"][11]) * 2
+  assert abs((square_half - 0.3 + math.pi / 4) % (math.pi / 2) - math.pi / 4) < 0.12
+  assert features["disk"][13] < 0.5 * features["square"][13]  # |E[(dx + i dy)^4]| / E[r^2]^2
+
+
+def test_inside_primitives_agrees_with_the_numpy_geometry():
+  rng = np.random.default_rng(4)
+  shape = np.array([g.BOX, g.CYLINDER, g.BOX])
+  size = rng.uniform(0.04, 0.1, (3, 3))
+  size[1, 1] = size[1, 0]
+  position = rng.uniform(-0.05, 0.05, (3, 3)) + [0, 0, 0.1]
+  quaternion = np.array([_yaw(0.4), _yaw(-1.1), [0.9, 0.3, 0.1, 0.2]], np.float64)
+  quaternion /= np.linalg.norm(quaternion, axis=-1, keepdims=True)
+  prims = g.Primitives(shape, size, position, quaternion, np.full(3, 500.0))
+  points = rng.uniform([-0.1, -0.1, 0.0], [0.1, 0.1, 0.2], (4000, 3))
+  targets = {"shape": jnp.asarray(shape)[None], "size": jnp.asarray(size, jnp.float32)[None],
+             "position": jnp.asarray(position, jnp.float32)[None],
+             "quaternion": jnp.asarray(quaternion, jnp.float32)[None]}
+  ours = np.asarray(model.inside_primitives(jnp.asarray(points, jnp.float32)[None], targets))[0]
+  reference = g.contains(prims, points)
+  assert reference.sum() > 300 and (ours != reference).mean() < 1e-3  # float32 at the faces
+
+
+def test_level_statistics_against_numpy():
+  voxels = _inputs()[1]
+  stats = np.asarray(model.level_statistics(jnp.asarray(voxels)))
+  xy = g.voxel_centres()[:, :, 0, :2] / model.METRES_PER_UNIT
+  for b, z in ((0, 3), (1, 20)):
+    level = voxels[b, :, :, z] > 0.5
+    pts = xy[level]
+    np.testing.assert_allclose(stats[b, z, 0], level.mean(), rtol=1e-5)
+    np.testing.assert_allclose(stats[b, z, 1:3], pts.mean(0), rtol=1e-4, atol=1e-5)
+    cov = np.cov(pts.T, bias=True)
+    np.testing.assert_allclose(stats[b, z, 3:6], [cov[0, 0], cov[0, 1], cov[1, 1]],
+                               rtol=1e-3, atol=1e-4)
+
+
+def test_attention_loss_is_zero_only_for_even_attention_on_the_block():
+  prims, points = _box_scene(g.BOX, (0.08, 0.06, 0.05), 0.2)
+  _, other = _box_scene(g.BOX, (0.05, 0.05, 0.04), 0.0, position=(0.0, 0.0, 0.12))
+  world = np.concatenate([points, other]).astype(np.float32)
+  n = len(points)
+  targets = _targets([g.BOX], prims.size, prims.position, prims.quaternion, [3], 1)
+  out = _outputs(prims.size, prims.position, prims.quaternion, [-9])
+  out.update(voxel_points=jnp.asarray(world)[None],
+             voxel_real=jnp.ones((1, len(world)), bool))
+  losses = []
+  for on_block in (np.full(n, 1 / n), np.linspace(1, 2, n) / np.linspace(1, 2, n).sum(),
+                   np.full(n, 0.9 / n)):
+    attention = np.concatenate([on_block, np.full(len(other), (1 - on_block.sum())
+                                                  / len(other))])
+    out["voxel_attention"] = jnp.asarray(attention, jnp.float32)[None, None]
+    losses.append(float(_loss(out, targets, W)[1]["attention_loss"]))
+  assert losses[0] == pytest.approx(0, abs=1e-4)
+  assert losses[1] > 0.01 and losses[2] == pytest.approx(-math.log(0.9), rel=1e-3)
 
 
 def test_appearance_only_model_ignores_the_trajectories(applied):

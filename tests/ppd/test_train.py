@@ -117,3 +117,22 @@ def test_the_notebook_runs_and_prints_both_models(runs, tmp_path, monkeypatch):
     assert (f"| {name} | {evaluation[prefix + 'shape_f1']:.3f} | "
             f"{evaluation[prefix + 'density_top1']:.3f} | ") in text
   assert count_images(outputs) >= 3  # the towers, then primitives and trajectories
+
+
+def test_training_batches_mirror_half_the_scenes_when_asked(runs):
+  config = _config(runs.data_dir)
+  scenes = train.load_split(config, runs.reference_dir, "train")
+  # The ball's x at t = 0 tells a scene from its mirror image (the bottom block sits at x = 0).
+  first = {int(np.round(s["ball_trajectory"][0, 0] * 1e6)) for s in scenes}
+  seen = {"plain": 0, "mirrored": 0}
+  for mirror in (False, True):
+    config.train.mirror = mirror
+    batches = train.training_batches(scenes, config, seed=0)
+    for step in range(8):
+      for x in batches[step]["ball_trajectory"][:, 0, 0]:
+        key = int(np.round(x * 1e6))
+        seen["plain" if key in first else "mirrored"] += 1
+        assert key in first or -key in first
+    if not mirror:
+      assert seen["mirrored"] == 0
+  assert seen["mirrored"] > 4 and seen["plain"] > 36  # 32 plain rows, then about half of 32
