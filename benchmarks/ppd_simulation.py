@@ -18,6 +18,9 @@ Measurements, one JSON line each (host CPU for MuJoCo; jax's default device for 
   mjx_densities: `physics.simulate_densities_mjx` on one scene with `--mjx_batch` candidate
     densities, after a compile run: candidate scenes/s and the compile seconds (only where
     `mujoco-mjx` is installed; towers of boxes only, as MJX has no box-cylinder collision).
+  train_step: one jitted PPD training step (model with trajectories) of `--train_preset`
+    (default the paper-size `towers`: 128 px, batch 32) with the attention readout and with
+    the global one, on one batch of generated scenes: compile s, ms per step, scenes/s.
 """
 
 from __future__ import annotations
@@ -38,6 +41,12 @@ _SCENES = flags.DEFINE_integer("scenes", 200, "Towers per measurement.")
 _IMAGE_SIZE = flags.DEFINE_integer("image_size", 128, "Rendered image side for make_scene.")
 _MJX_BATCH = flags.DEFINE_integer("mjx_batch", 64, "Candidate densities per MJX call.")
 _SEED = flags.DEFINE_integer("seed", 0, "Scene seed.")
+_TRAIN_PRESET = flags.DEFINE_string("train_preset", "towers",
+                                    "experiments/configs/ppd.py preset of the train_step.")
+_TRAIN_BATCH = flags.DEFINE_integer("train_batch", 0, "train_step batch (0: the preset's).")
+_TRAIN_IMAGE_SIZE = flags.DEFINE_integer("train_image_size", 0,
+                                         "train_step image side (0: the preset's).")
+_TRAIN_STEPS = flags.DEFINE_integer("train_steps", 10, "Timed train_step calls.")
 
 
 def _emit(record: dict) -> None:
@@ -65,6 +74,42 @@ def _mjx(towers: list[bt.Tower], batch: int, steps: int) -> None:
          "blocks": len(tower.primitives), "scenes_per_s": round(batch / seconds, 2),
          "seconds": round(seconds, 3), "compile_plus_first_run_s": round(compile_s, 2),
          "device": jax.devices()[0].device_kind})
+
+
+def _train_step(preset: str, batch_size: int | None, image_size: int | None, steps: int,
+                seed: int) -> None:
+  """`train_step`: the PPD training step (`train.make_train_step`, jitted) of `preset` with
+  each readout, on one batch of generated scenes: compile seconds, then ms per step."""
+  import jax
+  from experiments.configs import ppd as ppd_configs
+  from lite_jax.ppd import train
+  config = ppd_configs.get_config(preset)
+  config.unlock()
+  if batch_size:
+    config.train.batch_size = batch_size
+  if image_size:
+    config.data.image_size = image_size
+  size, batch = config.data.image_size, config.train.batch_size
+  scenes = bt.generate(min(batch, 8), seed, size)  # tiled to the batch
+  inputs = {k: np.resize(scenes[k], (batch, *scenes[k].shape[1:]))
+            for k in train.INPUTS + train.TARGETS}
+  for readout in ("attention", "global"):
+    config.model.readout = readout
+    s = train.setup(config, use_trajectory=True)
+    step = jax.jit(train.make_train_step(s.model, train.loss_weights(config.loss)))
+    state = s.init_state()
+    start = time.perf_counter()
+    state, _ = jax.block_until_ready(step(state, inputs))
+    compile_s = time.perf_counter() - start
+    start = time.perf_counter()
+    for _ in range(steps):
+      state, _ = step(state, inputs)
+    jax.block_until_ready(state)
+    seconds = (time.perf_counter() - start) / steps
+    _emit({"name": "train_step", "preset": preset, "readout": readout, "batch": batch,
+           "image_size": size, "ms_per_step": round(1000 * seconds, 1),
+           "scenes_per_s": round(batch / seconds, 1), "compile_s": round(compile_s, 1),
+           "device": jax.devices()[0].device_kind})
 
 
 def main(argv):
@@ -101,6 +146,11 @@ def main(argv):
          "scenes_per_s": round(made / seconds, 2)})
 
   _mjx(towers, 2 if _SMOKE.value else _MJX_BATCH.value, steps)
+  if _SMOKE.value:
+    _train_step("tiny", None, None, 2, seed)
+  else:
+    _train_step(_TRAIN_PRESET.value, _TRAIN_BATCH.value, _TRAIN_IMAGE_SIZE.value,
+                _TRAIN_STEPS.value, seed)
 
 
 if __name__ == "__main__":

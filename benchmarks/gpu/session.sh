@@ -4,7 +4,7 @@
 #   bash benchmarks/gpu/session.sh gan_compression leakage           # second call, <= 4 minutes
 #   bash benchmarks/gpu/session.sh haq automl energy                 # if time is left, <= 5 minutes
 #   bash benchmarks/gpu/session.sh peers                             # if time is left, <= 7 minutes
-#   bash benchmarks/gpu/session.sh psd ppd                           # if time is left, <= 4.5 minutes
+#   bash benchmarks/gpu/session.sh psd ppd                           # if time is left, <= 5 minutes
 # `peers` times the PyTorch eager peers (benchmarks/peers/, the image's torch on CUDA) beside
 # ours on the CPU table's workloads at GPU sizes (issue #20); the stages above run without them
 # so that their caps stay as measured.
@@ -56,7 +56,8 @@ for what in "$@"; do
              --sizes=8x2048x64x32,16x16384x64x32 --models=pvcnn_c0p25,pvcnn_c1 \
              --model_backends=auto ;;
     psd) stage psd 150 python3 -m benchmarks.psd --batch_size=32 --image_size=128 ;;
-    ppd) stage ppd_simulation 120 python3 -m benchmarks.ppd_simulation --scenes=100 --mjx_batch=64 ;;
+    ppd) stage ppd_simulation 150 python3 -m benchmarks.ppd_simulation --scenes=100 --mjx_batch=64 \
+           --train_steps=20 ;;
     *) echo "unknown stage $what (tests, pvcnn, lite_transformer, gan_compression, leakage, haq," \
             "automl, energy, peers, psd, ppd)"
        exit 2 ;;
