@@ -10,8 +10,6 @@ and compilation cache (tests/conftest.py), so it reuses the programs compiled he
 
 import json
 import os
-import subprocess
-import sys
 import types
 
 import jax
@@ -22,24 +20,18 @@ from experiments.configs import ppd as ppd_config
 from lite_jax import core
 from lite_jax.core import app
 from lite_jax.ppd import train
+from tests.generated_launch import launch, tiny_config
 from tests.notebooks.notebook_runner import count_images, execute
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-TINY = "--config=experiments/configs/ppd.py:tiny"
 METRICS = ("shape_f1", "density_rmse", "density_top1", "traj_mae")
 
 
 def _config(data_dir, **train_overrides):
-  config = ppd_config.get_config("tiny")
-  config.data.data_dir = data_dir
-  for key, value in train_overrides.items():
-    config.train[key] = value
-  return config
+  return tiny_config(ppd_config.get_config, data_dir, **train_overrides)
 
 
 def _launch(*flags):
-  return subprocess.run([sys.executable, "-m", "experiments.ppd", TINY, *flags], cwd=REPO,
-                        env=dict(os.environ), capture_output=True, text=True, timeout=600)
+  return launch("experiments.ppd", *flags)
 
 
 @pytest.fixture(scope="module")

@@ -11,8 +11,6 @@ on one device (the tiny preset's mesh), so all share the session's compilation c
 
 import json
 import os
-import subprocess
-import sys
 import types
 
 import jax
@@ -22,25 +20,19 @@ import pytest
 from experiments.configs import psd as psd_config
 from lite_jax import core
 from lite_jax.psd import train
+from tests.generated_launch import launch, tiny_config
 from tests.notebooks.notebook_runner import count_images, execute
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-TINY = "--config=experiments/configs/psd.py:tiny"
 STAGE1, STAGE2 = 4, 3  # tiny's stage 1; stage 2 lengthened so a stop falls inside it
 
 
 def _config(data_dir: str, **train_overrides):
-  config = psd_config.get_config("tiny")
-  config.data.data_dir = data_dir
-  config.train.stage2_steps = STAGE2
-  for key, value in train_overrides.items():
-    config.train[key] = value
-  return config
+  return tiny_config(psd_config.get_config, data_dir,
+                     **{"stage2_steps": STAGE2, **train_overrides})
 
 
 def _launch(*flags):
-  return subprocess.run([sys.executable, "-m", "experiments.psd", TINY, *flags], cwd=REPO,
-                        env=dict(os.environ), capture_output=True, text=True, timeout=600)
+  return launch("experiments.psd", *flags)
 
 
 @pytest.fixture(scope="module")
