@@ -317,9 +317,9 @@ class PPD(nn.Module):
         image_attention = AttentionReadout(self.slot_features or 32, name="image_attention")
         everywhere = jnp.ones(image_keys.shape[:2], bool)
       else:  # each voxel's image cell: the block's pixels are where its voxels project
-        world = points * METRES_PER_UNIT
-        cells = _image_cells(world, self.camera, image_map.shape[1:3])
-        pixels = _image_cells(world, self.camera, image.shape[1:3])
+        uv = geometry.project(points * METRES_PER_UNIT, self.camera)
+        cells = _image_cells(uv, image_map.shape[1:3])
+        pixels = _image_cells(uv, image.shape[1:3])
         voxel_pixels = jnp.concatenate([
             jnp.take_along_axis(image_keys, cells[..., None], 1),
             jnp.take_along_axis(image.reshape(batch, -1, 3), pixels[..., None], 1)], -1)
@@ -385,10 +385,9 @@ def _voxel_keys(voxels: jax.Array, voxel_map: jax.Array, levels: jax.Array, max_
   return jnp.concatenate([points, features, level], -1), points, real
 
 
-def _image_cells(points: jax.Array, camera: Any, shape: tuple[int, int]) -> jax.Array:
-  """int `[B, K]`: the flat index into an `[H', W']` map over the whole image of the cell each
-  world point `[B, K, 3]` (m) projects to through `camera` (clipped to the image)."""
-  uv = geometry.project(points, camera)
+def _image_cells(uv: jax.Array, shape: tuple[int, int]) -> jax.Array:
+  """int `[B, K]`: the flat index into an `[H', W']` map over the whole image of the cell that
+  holds each image point `uv [B, K, 2]` (`geometry.project`; clipped to the image)."""
   h, w = shape
   col = jnp.clip(jnp.floor((uv[..., 0] + 1) / 2 * w), 0, w - 1).astype(jnp.int32)
   row = jnp.clip(jnp.floor((uv[..., 1] + 1) / 2 * h), 0, h - 1).astype(jnp.int32)
