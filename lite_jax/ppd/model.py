@@ -181,7 +181,7 @@ class LevelEncoder(nn.Module):
   def __call__(self, stats: jax.Array) -> jax.Array:
     x = nn.relu(nn.Conv(self.features, (3,), padding=1)(stats))
     x = nn.relu(nn.Conv(self.features, (3,), padding=1)(x))
-    return nn.relu(nn.Dense(self.features)(jnp.concatenate([x, jnp.cumsum(x, 1) / 4], -1)))
+    return nn.relu(nn.Dense(self.features)(jnp.concatenate([x, jnp.cumsum(x, axis=1) / 4], -1)))
 
 
 class AttentionReadout(nn.Module):
