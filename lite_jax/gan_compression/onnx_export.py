@@ -17,9 +17,12 @@ are fixed. Layouts stay NHWC as in JAX.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
-from typing import Any
+from typing import Any, Iterator
+
+import jax
 
 from flax import linen as nn
 
@@ -66,8 +69,34 @@ def export_onnx(generator: nn.Module, variables: dict[str, Any], path: str, *, h
   if depthwise_impl is not None:
     generator = generator.clone(depthwise_impl=depthwise_impl)
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  jax2onnx.to_onnx(lambda x: generator.apply(variables, x),
-                   inputs=[("batch", height, width, input_channels)],
-                   model_name=type(generator).__name__, input_names=[INPUT_NAME],
-                   output_names=[OUTPUT_NAME], return_mode="file", output_path=path)
+  with _jax_namespaces_restored():
+    jax2onnx.to_onnx(lambda x: generator.apply(variables, x),
+                     inputs=[("batch", height, width, input_channels)],
+                     model_name=type(generator).__name__, input_names=[INPUT_NAME],
+                     output_names=[OUTPUT_NAME], return_mode="file", output_path=path)
   return path
+
+
+# The jax namespaces whose functions jax2onnx's plugins may replace when they are imported.
+_PATCHED_NAMESPACES = (jax.numpy, jax.lax, jax.nn, jax.numpy.linalg, jax.random)
+
+
+@contextlib.contextmanager
+def _jax_namespaces_restored() -> Iterator[None]:
+  """Undoes what converting changed in `jax.numpy`, `jax.lax`, ... when it returns.
+
+  jax2onnx imports its plugins during the first conversion, and some replace a jax function
+  for the rest of the process (0.17: `jnp.cumsum` becomes a wrapper that rejects a
+  positional `axis`), so code that runs after an export would run on the converter's
+  version. The namespaces' attributes are put back as they were before the conversion.
+  """
+  saved = [(module, dict(vars(module))) for module in _PATCHED_NAMESPACES]
+  try:
+    yield
+  finally:
+    for module, attributes in saved:
+      for name in set(vars(module)) - set(attributes):
+        delattr(module, name)
+      for name, value in attributes.items():
+        if vars(module).get(name) is not value:
+          setattr(module, name, value)

@@ -1,10 +1,11 @@
 """ONNX export of the GAN generators (`onnx_export`), run by onnxruntime against JAX; the
-missing-converter error. Random weights everywhere (biases too), so that a wrong transposed
+missing-converter error; the converter leaves `jax.numpy` as it was. Random weights everywhere (biases too), so that a wrong transposed
 conv or a dropped bias cannot hide behind the reference's zero-initialised biases."""
 
 import sys
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -13,6 +14,7 @@ from lite_jax import core
 from lite_jax.gan_compression import onnx_export, pipeline, resnet
 
 _NEEDS_ONNX = "jax2onnx and onnxruntime are not installed (requirements-export.txt)"
+_JNP_BEFORE = dict(vars(jnp))  # before any conversion in this process
 
 
 def _randomized(generator, shape):
@@ -56,6 +58,15 @@ def test_onnxruntime_matches_jax_at_two_batch_sizes(converted, name):
     expected = np.asarray(forward(variables, x))
     assert out.shape == expected.shape
     assert np.abs(out - expected).max() <= 1e-4
+
+
+def test_converting_leaves_jax_numpy_as_it_was(converted):
+  """jax2onnx 0.17's plugins replace `jnp.cumsum` when a conversion first imports them (the
+  replacement rejects a positional axis); `export_onnx` puts the namespace back."""
+  changed = sorted(name for name in set(vars(jnp)) | set(_JNP_BEFORE)
+                   if vars(jnp).get(name) is not _JNP_BEFORE.get(name))
+  assert not changed
+  np.testing.assert_array_equal(jnp.cumsum(jnp.ones((2, 3)), 1), [[1, 2, 3], [1, 2, 3]])
 
 
 def test_missing_converter_is_a_user_error(monkeypatch, tmp_path):
