@@ -12,6 +12,10 @@
 - A persistent compilation cache shared by the tests and the launchers they start: the
   end-to-end tests compile the same tiny programs several times (fresh runs, resumed runs,
   subprocesses), and compiling dominates their time on a 2-core machine.
+- End-to-end files (marked `slow`) run first. The README's `-n 2 --dist loadfile` hands out
+  whole files, and pytest-xdist (3.8) by default hands out the files with the most tests
+  first, which put the few-test end-to-end files (a 2-4 minute fixture each) last, where one
+  process ran them while the other had nothing left. Longest first, the short files fill in.
 """
 
 import os
@@ -23,3 +27,15 @@ os.environ.setdefault("JAX_COMPILATION_CACHE_DIR",
                       os.path.join(tempfile.gettempdir(), "lite_jax_test_compile_cache"))
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
 
+
+
+def pytest_configure(config):
+  # Keep the order below under `--dist loadfile` (pytest-xdist's `--no-loadscope-reorder`).
+  if hasattr(config.option, "loadscopereorder"):
+    config.option.loadscopereorder = False
+
+
+def pytest_collection_modifyitems(config, items):
+  """Files with an end-to-end (`slow`) test first; files, and tests in a file, keep order."""
+  slow_files = {item.path for item in items if item.get_closest_marker("slow")}
+  items.sort(key=lambda item: item.path not in slow_files)
