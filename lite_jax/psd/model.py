@@ -5,8 +5,8 @@ A conditional VAE over optical flow, conditioned on frame 1 (NHWC throughout; fa
 
   flow [B, H, W, 2] --motion encoder--> mean, log_var [B, L] --sample--> z [B, L]
   z_k --kernel decoder k (one MLP per latent)--> kernel_k [5, 5]
-  image1 [B, H, W, 3] --image encoder--> layers [B, H/4, W/4, L]
-  layers (*) kernels (per-sample depthwise cross-correlation) --nearest x4--> [B, H, W, L]
+  image1 [B, H, W, 3] --image encoder--> layers [B, H/s, W/s, L]   (s = layer_stride, 4 [code])
+  layers (*) kernels (per-sample depthwise cross-correlation) --nearest x s--> [B, H, W, L]
   --motion decoders x / y (depthwise)--> motions [B, L, H, W, 2] (one local flow per layer)
   --structural descriptor (stage 2 only)--> flow = sum_k motions_k [B, H, W, 2] (100x units)
   concat(image1, stop_gradient(flow)) --U-Net--> image = image1 + unet(.) [B, H, W, 3]
@@ -22,6 +22,9 @@ Choices beyond the reference [code], each ours:
   64, 64), padded at the front with 16 above 128 px. `width_scale` multiplies every hidden width
   of the encoders, kernel decoder and U-Net (`unet_features` is scaled too); widths tied to the
   latent count (2L encoder output, the L image-encoder maps, the L motion channels) are not.
+- `layer_stride` (4, the reference's; 2 or 1) and `motion_kernels` (reference 9, 9, 5, 5) let a
+  small image keep the reference's proportions of layer cell, cross-convolution kernel and
+  local motion to the image; at 32 px they did not help (`lite_jax/psd/README.md`, run s1).
 - The U-Net has `unet_levels` levels with inner widths ngf * min(2^i, 8), which is the
   reference's layout at 7 levels (it has at least 5 whatever `num_layers` says; ours has exactly
   `unet_levels`, so reduced presets may use 3).
@@ -157,17 +160,20 @@ class MotionEncoder(nn.Module):
 
 
 class ImageEncoder(nn.Module):
-  """Frame 1 -> L feature maps (the "layers") at a quarter of the resolution [code]."""
+  """Frame 1 -> L feature maps (the "layers") at 1 / `stride` of the resolution: the reference's
+  stride 4 [code] has stride-2 first and third convs; stride 2 keeps the first, 1 neither."""
   num_latents: int
   width_scale: float = 1.0
+  stride: int = 4
   dtype: Any = jnp.float32
   param_dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, image: jax.Array, train: bool) -> jax.Array:
-    """`image: [B, H, W, 3]` -> `[B, H / 4, W / 4, L]`."""
+    """`image: [B, H, W, 3]` -> `[B, H / stride, W / stride, L]`."""
     scale = lambda w: _scaled(w, self.width_scale)
-    specs = ((scale(32), 2), (scale(32), 1), (scale(64), 2), (scale(64), 1),
+    first, third = {4: (2, 2), 2: (2, 1), 1: (1, 1)}[self.stride]
+    specs = ((scale(32), first), (scale(32), 1), (scale(64), third), (scale(64), 1),
              (self.num_latents, 1))
     x = image
     for i, (width, stride) in enumerate(specs):
@@ -256,10 +262,12 @@ def upsample_nearest(x: jax.Array, factor: int) -> jax.Array:
 
 
 class MotionDecoder(nn.Module):
-  """Per-layer local flows: x and y branches of depthwise 9, 9, 5, 5 convs, `ConvLayer`s but the
-  last (plain, with bias) [code], run as one 2L-channel stack (module docstring)."""
+  """Per-layer local flows: x and y branches of depthwise convs (the reference's 9, 9, 5, 5
+  [code] by default), `ConvLayer`s but the last (plain, with bias), run as one 2L-channel stack
+  (module docstring)."""
   num_latents: int
   depthwise_impl: str = "auto"
+  kernels: tuple[int, ...] = MOTION_DECODER_KERNELS
   dtype: Any = jnp.float32
   param_dtype: Any = jnp.float32
 
@@ -268,8 +276,8 @@ class MotionDecoder(nn.Module):
     """`features: [B, H, W, L]` -> motions `[B, L, H, W, 2]` (channel 0 x, 1 y)."""
     channels = 2 * self.num_latents
     x = jnp.concatenate([features, features], axis=-1)
-    for i, size in enumerate(MOTION_DECODER_KERNELS):
-      x = ConvLayer(channels, size, groups=channels, norm=i < len(MOTION_DECODER_KERNELS) - 1,
+    for i, size in enumerate(self.kernels):
+      x = ConvLayer(channels, size, groups=channels, norm=i < len(self.kernels) - 1,
                     depthwise_impl=self.depthwise_impl, dtype=self.dtype,
                     param_dtype=self.param_dtype, name=f"conv{i}")(x, train)
     b, h, w, _ = x.shape
@@ -503,6 +511,10 @@ class PSD(nn.Module):
     unet_features: the U-Net's ngf (before `width_scale`).
     unet_levels: the U-Net's depth.
     width_scale: multiplies every hidden width (reduced presets).
+    layer_stride: the layers' downsampling, 4 (the reference's), 2 or 1. With `motion_kernels`
+      it sets how many pixels a layer cell, a cross-convolution kernel and a local motion span:
+      a small image keeps the reference's proportions with a smaller stride (ours).
+    motion_kernels: the motion decoders' depthwise kernel sizes (odd), reference 9, 9, 5, 5.
     depthwise_impl: the motion decoders' depthwise convs and the cross convolution: `auto`
       (shifted multiply-adds on CPU, XLA's grouped convolution elsewhere) or `conv` (XLA's
       grouped convolution everywhere). Same parameters, same function.
@@ -516,6 +528,8 @@ class PSD(nn.Module):
   unet_features: int = 64
   unet_levels: int = 7
   width_scale: float = 1.0
+  layer_stride: int = 4
+  motion_kernels: tuple[int, ...] = MOTION_DECODER_KERNELS
   depthwise_impl: str = "auto"
   dtype: Any = jnp.float32
   param_dtype: Any = jnp.float32
@@ -527,14 +541,21 @@ class PSD(nn.Module):
     if size % (2 ** self.unet_levels):
       raise UserError(f"image_size {size} must be divisible by 2^unet_levels = "
                       f"{2 ** self.unet_levels}.")
+    if self.layer_stride not in (1, 2, 4):
+      raise UserError(f"layer_stride must be 1, 2 or 4, got {self.layer_stride}.")
+    kernels = tuple(self.motion_kernels)
+    if not kernels or any(int(k) != k or k < 1 or k % 2 == 0 for k in kernels):
+      raise UserError(f"motion_kernels must be odd sizes >= 1, got {kernels}.")
     if self.depthwise_impl not in ("auto", "conv"):
       raise UserError(f"depthwise_impl must be 'auto' or 'conv', got {self.depthwise_impl!r}.")
     kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
     self.motion_encoder = MotionEncoder(self.num_latents, int(math.log2(size)), self.width_scale,
                                         **kw)
-    self.image_encoder = ImageEncoder(self.num_latents, self.width_scale, **kw)
+    self.image_encoder = ImageEncoder(self.num_latents, self.width_scale, self.layer_stride,
+                                      **kw)
     self.kernel_decoder = KernelDecoder(self.num_latents, width_scale=self.width_scale, **kw)
-    self.motion_decoder = MotionDecoder(self.num_latents, self.depthwise_impl, **kw)
+    self.motion_decoder = MotionDecoder(self.num_latents, self.depthwise_impl,
+                                        tuple(int(k) for k in kernels), **kw)
     self.image_decoder = UNet(_scaled(self.unet_features, self.width_scale), self.unet_levels,
                               **kw)
     self.structure = self.param("structure", nn.initializers.constant(STRUCTURE_INIT),
@@ -589,7 +610,8 @@ class PSD(nn.Module):
       train: as in `__call__`.
 
     Returns:
-      `z: [B, L]`, `kernels: [B, L, 5, 5]`, `layers: [B, H/4, W/4, L]` (image encoder maps),
+      `z: [B, L]`, `kernels: [B, L, 5, 5]`, `layers: [B, H/s, W/s, L]` (image encoder maps,
+      s = `layer_stride`),
       `motions: [B, L, H, W, 2]` (local flows before the structure step, 100x units),
       `masks: [B, L, H, W]` (`part_masks`), `flow: [B, H, W, 2]` (100x units),
       `image: [B, H, W, 3]` (predicted frame 2).

@@ -68,7 +68,8 @@ def build_model(config: ml_collections.ConfigDict) -> PSD:
   m = config.model
   return PSD(num_latents=m.num_latents, image_size=config.data.image_size,
              unet_features=m.unet_features, unet_levels=m.unet_levels,
-             width_scale=m.width_scale, depthwise_impl=m.depthwise_impl)
+             width_scale=m.width_scale, layer_stride=m.layer_stride,
+             motion_kernels=tuple(m.motion_kernels), depthwise_impl=m.depthwise_impl)
 
 
 def loss_weights(config: ml_collections.ConfigDict) -> Any:

@@ -238,3 +238,32 @@ def test_bad_inputs_are_one_sentence_errors(tiny):
   with pytest.raises(UserError, match="power of two"):
     psd.PSD(image_size=48).init(jax.random.key(0), jnp.zeros((1, 48, 48, 3)),
                                 jnp.zeros((1, 48, 48, 2)), train=False, sample=False)
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+def test_layer_stride_and_motion_kernels_set_the_layer_grid_and_decoder(stride):
+  """Shapes only (`jax.eval_shape`): the layers at 1 / stride of the image, the motion decoder
+  with the given depthwise kernels, the motions at full size."""
+  model = psd.PSD(**{**TINY, "layer_stride": stride, "motion_kernels": (3, 3, 1)})
+  image1, flow = jnp.zeros((2, 32, 32, 3)), jnp.zeros((2, 32, 32, 2))
+  variables = jax.eval_shape(lambda: model.init(
+      {"params": jax.random.key(0), "latent": jax.random.key(1)}, image1, flow, train=False))
+  decoder = variables["params"]["motion_decoder"]
+  assert [decoder[f"conv{i}"]["conv"]["kernel"].shape[:2] for i in range(3)] == [
+      (3, 3), (3, 3), (1, 1)]
+  out = jax.eval_shape(lambda v: model.apply(v, image1, flow, train=False, sample=False),
+                       variables)
+  assert out["layers"].shape == (2, 32 // stride, 32 // stride, 8)
+  assert out["motions"].shape == (2, 8, 32, 32, 2)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"layer_stride": 8}, "layer_stride must be 1, 2 or 4, got 8."),
+    ({"motion_kernels": (3, 4)}, r"motion_kernels must be odd sizes >= 1, got \(3, 4\)."),
+    ({"motion_kernels": ()}, r"motion_kernels must be odd sizes >= 1, got \(\)."),
+])
+def test_bad_layer_grid_options_are_one_sentence_errors(kwargs, message):
+  model = psd.PSD(**{**TINY, **kwargs})
+  with pytest.raises(UserError, match=message):
+    jax.eval_shape(lambda: model.init({"params": jax.random.key(0)}, jnp.zeros((1, 32, 32, 3)),
+                                      jnp.zeros((1, 32, 32, 2)), train=False, sample=False))
