@@ -206,6 +206,13 @@ class Checkpointer:
 
   def close(self) -> None:
     self._manager.wait_until_finished()
+    # orbax (0.12) starts a background cleanup of unfinished temporary folders when the manager
+    # opens and awaits it only before a save; its close() does not, so a process that opens a
+    # manager, restores and exits at once (e.g. on a UserError) printed a "cannot schedule new
+    # futures after interpreter shutdown" traceback from that thread.
+    cleanup = getattr(self._manager, "_cleanup_tmp_directory_future", None)
+    if cleanup is not None:
+      cleanup.result()
     self._manager.close()
 
 

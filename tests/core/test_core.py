@@ -1,5 +1,6 @@
 """Tests for lite_jax.core: checkpoints, schedules, MAC counting, errors, mesh."""
 
+import asyncio
 import json
 
 import jax
@@ -8,6 +9,7 @@ import numpy as np
 import optax
 import pytest
 from ml_collections import ConfigDict
+from orbax.checkpoint._src.path import temporary_paths
 
 from lite_jax import core
 from lite_jax.core import macs, train
@@ -51,6 +53,23 @@ def test_checkpoint_from_other_model_is_a_user_error(tmp_path):
   ckpt.close()
   with pytest.raises(core.UserError, match="does not fit this model"):
     core.Checkpointer(tmp_path).restore_latest(core.abstract_like(_state(width=5)))
+
+
+def test_closing_a_checkpointer_waits_for_the_cleanup_it_started(tmp_path, monkeypatch):
+  """Opening a checkpoint folder starts orbax's background cleanup of unfinished saves, which
+  orbax's own close() does not await: a process that found no checkpoint and exited at once
+  printed that thread's "cannot schedule new futures" traceback after its error line. A slow
+  cleanup here shows that `close` waits for it."""
+  finished = []
+
+  async def slow_cleanup(*args, **kwargs):
+    await asyncio.sleep(0.5)
+    finished.append(True)
+
+  monkeypatch.setattr(temporary_paths, "cleanup_temporary_paths", slow_cleanup)
+  with pytest.raises(core.UserError, match="no checkpoint in .*; train first."):
+    core.restore_finished(tmp_path / "checkpoints", {"w": 0}, "train")
+  assert finished
 
 
 def test_cosine_schedule_matches_fairseq_recipe():
