@@ -1,6 +1,7 @@
 """PSD data: the Shapes generator against spec §4, the tfds round trip and the file loaders."""
 
 import dataclasses
+import logging
 import math
 import struct
 import zlib
@@ -208,6 +209,19 @@ def test_builder_round_trip_equals_generate(tmp_path):
   assert builder.data_dir.endswith("size16_train5_val3_test2_seed4/1.0.0")
   with pytest.raises(IndexError):
     records[len(records)]
+
+
+def test_opening_a_generated_split_does_not_warn_about_its_custom_config(tmp_path, caplog):
+  """tfds warns "Using custom data configuration" for every config it does not list; the
+  generated datasets are all such configs by design, so `data` filters that warning out."""
+  config = sm.default_data_config(image_size=16, num_train=2, num_validation=1, num_test=1,
+                                  seed=5, data_dir=str(tmp_path))
+  with caplog.at_level(logging.INFO):
+    sm.load_split(config, "test")
+    logging.getLogger("absl").warning("another absl warning")
+  messages = [r.getMessage() for r in caplog.records]
+  assert "another absl warning" in messages
+  assert not [m for m in messages if m.startswith("Using custom data configuration")]
 
 
 def _save_png(path, array):
