@@ -654,5 +654,7 @@ def plot_batch_sweep(path: str, rows: list[dict[str, Any]]) -> None:
     ax_images.plot(b, fraction, marker="o", label=f"{size}x{size}")
   ax_success.set(xlabel="batch size", ylabel="attack success rate", ylim=(-0.05, 1.05))
   ax_images.set(xlabel="batch size", ylabel="fraction of images recovered", ylim=(-0.05, 1.05))
+  for ax in (ax_success, ax_images):  # batch sizes are integers
+    ax.set_xticks(sorted({r["batch_size"] for r in rows}))
   ax_success.legend(fontsize=7)
   plots.save(fig, path)
