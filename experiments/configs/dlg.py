@@ -219,7 +219,8 @@ def batch_resolution_sweep() -> ConfigDict:
   1..8 x 16/32/64 pixels, iDLG labels, joint schedule, 10 seeds per cell (one vmapped program
   per cell), a budget of 300 outer steps per sample. Writes batch_sweep_table.md/json and
   batch_sweep.png. Expected (paper): success falls with batch size and resolution. Measured
-  on CPU only in part (16 px: batches 1, 2, 4 all recovered; 32 px: batch 2 not; README).
+  on CPU in part, at 100 steps per sample (README): 16 px batches 1, 2, 4 and 32 px batch 1
+  10 / 10 each; 32 px batches 2 and 4 and 64 px batch 1 0 / 10.
   The victim is the reference's width-12 LeNet, whose gradient does not determine a 32 px
   batch of 2, a 16 px batch of 8 or one 64 px image (measured null spaces, README), so those
   cells fail whatever the optimiser does; `--config.lenet_width` widens it.
