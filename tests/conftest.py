@@ -14,7 +14,7 @@
   subprocesses), and compiling dominates their time on a 2-core machine.
 - End-to-end files (marked `slow`) run first. The README's `-n 2 --dist loadfile` hands out
   whole files, and pytest-xdist (3.8) by default hands out the files with the most tests
-  first, which put the few-test end-to-end files (a 2-4 minute fixture each) last, where one
+  first, which put the few-test end-to-end files (fixtures of one to a few minutes) last, where one
   process ran them while the other had nothing left. Longest first, the short files fill in.
 """
 
@@ -26,7 +26,6 @@ os.environ.setdefault("XLA_FLAGS", f"--xla_force_host_platform_device_count=8 {F
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR",
                       os.path.join(tempfile.gettempdir(), "lite_jax_test_compile_cache"))
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
-
 
 
 def pytest_configure(config):

@@ -23,7 +23,6 @@ import os
 from typing import Any, Iterator
 
 import jax
-
 from flax import linen as nn
 
 from lite_jax.core.errors import UserError
