@@ -14,8 +14,9 @@
   subprocesses), and compiling dominates their time on a 2-core machine.
 - End-to-end files (marked `slow`) run first. The README's `-n 2 --dist loadfile` hands out
   whole files, and pytest-xdist (3.8) by default hands out the files with the most tests
-  first, which put the few-test end-to-end files (fixtures of one to a few minutes) last, where one
-  process ran them while the other had nothing left. Longest first, the short files fill in.
+  first, which put the few-test end-to-end files (fixtures of one to a few minutes) last,
+  where one process ran them while the other had nothing left. Longest first, the short
+  files fill in.
 """
 
 import os
