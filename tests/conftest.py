@@ -14,9 +14,11 @@
   subprocesses), and compiling dominates their time on a 2-core machine.
 - End-to-end files (marked `slow`) run first. The README's `-n 2 --dist loadfile` hands out
   whole files, and pytest-xdist (3.8) by default hands out the files with the most tests
-  first, which put the few-test end-to-end files (fixtures of one to a few minutes) last,
-  where one process ran them while the other had nothing left. Longest first, the short
-  files fill in.
+  first, which puts the few-test end-to-end files (fixtures of one to a few minutes) last.
+  Longest first, the short files fill in at the end. Measured on a cold cache (2026-12-07):
+  the two processes finished 16 s apart; replaying the same per-file times in xdist's
+  default order gives 48 s apart, so the gain is about 12 s of a 20-minute suite, whose
+  length is its total work, not its balance.
 """
 
 import os
