@@ -4,7 +4,6 @@ model code: the tiny LSRA model gives the data-parallel logits under each, on 8 
 from __future__ import annotations
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 from jax.sharding import PartitionSpec as P
@@ -12,6 +11,8 @@ from jax.sharding import PartitionSpec as P
 from experiments.configs import wmt_lite
 from lite_jax import core
 from lite_jax.lite_transformer import EncoderDecoder, train
+
+pytestmark = pytest.mark.all_devices
 
 
 def _flagfile_overrides(name: str) -> dict[str, str]:

@@ -10,6 +10,7 @@ the first one compiles.
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -39,8 +40,8 @@ STEPS_PER_EPOCH = 4  # tiny: 32 shapes, batch 8
 def subprocess_env() -> dict[str, str]:
   """The test session's environment (its compilation cache and fast-compile flags) on one CPU
   device: these tests check command lines, not sharding."""
-  return dict(os.environ, XLA_FLAGS=os.environ["XLA_FLAGS"].replace(
-      "--xla_force_host_platform_device_count=8", ""))
+  return dict(os.environ, XLA_FLAGS=re.sub(r"--xla_force_host_platform_device_count=\d+", "",
+                                           os.environ["XLA_FLAGS"]))
 
 
 @pytest.fixture(scope="module")
