@@ -8,9 +8,8 @@
   devices ~1.8x slower and runs these tiny ones ~3x slower. Cold cache, side by side on the
   2-core VM: the GauGAN pipeline fixture took 173 s of CPU on 8 devices, 129 s on 2; the HAQ
   one 119 s on an 8-device process, 88 s on a 2-device one. Files marked `all_devices` keep
-  all 8, and so do the processes they start: the sharding tests, the Lite Transformer run
-  (one device against eight, two processes of four), and PSD and PPD, whose launcher must
-  resume an in-process run bit for bit (their modules say why).
+  all 8, and so do the processes they start: the sharding tests, and PSD and PPD, whose
+  launcher must resume an in-process run bit for bit (their modules say why).
 - XLA:CPU without LLVM's expensive optimizations: the tests' programs are tiny, so compiling
   them is most of the suite's time, and these flags cut a GAN training step's compile from 23 s
   to 13 s while results stay within the tests' tolerances (launchers the tests start inherit
