@@ -239,3 +239,27 @@ def test_sharded_state_follows_the_rules_table():
     # Adam's moments are laid out like the parameters they belong to.
     assert state.opt_state[0].mu["kernel"].sharding.spec == kernel_spec
     assert state.params["kernel"].sharding.spec == kernel_spec
+
+
+@pytest.mark.parametrize("min_bytes", [None, 0])
+def test_small_replicated_arrays_are_saved_without_compiling_slices(tmp_path, monkeypatch,
+                                                                   caplog, min_bytes):
+  """Below `REPLICA_PARALLEL_MIN_BYTES` per replica one replica writes a replicated array whole:
+  orbax's replica-parallel split (forced here with 0) compiles an eager `slice` per shape."""
+  from lite_jax.core import checkpoint  # pylint: disable=g-import-not-at-top
+  if min_bytes is not None:
+    monkeypatch.setattr(checkpoint, "REPLICA_PARALLEL_MIN_BYTES", min_bytes)
+  mesh = jax.sharding.Mesh(np.array(jax.devices()[:2]), ("data",))
+  replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+  # Shapes no other test uses, so no slice program is in jax's caches already.
+  state = {f"w{i}": jax.device_put(jnp.full((6, 5 + i), float(i)), replicated)
+           for i in range(3 if min_bytes is None else 1)}
+  with caplog.at_level("WARNING"), jax.log_compiles(True):
+    with core.Checkpointer(tmp_path, async_save=False) as ckpt:
+      ckpt.save(1, state)
+      restored, _ = ckpt.restore(1, core.abstract_like(state))
+  slices = [r for r in caplog.records if "Compiling jit(slice)" in r.getMessage()]
+  assert (len(slices) == 0) == (min_bytes is None), [r.getMessage() for r in slices]
+  for name, array in state.items():
+    np.testing.assert_array_equal(restored[name], array)
+    assert restored[name].sharding.is_equivalent_to(replicated, array.ndim)
