@@ -32,8 +32,6 @@ from __future__ import annotations
 import re
 from typing import Sequence
 
-from rouge_score import rouge_scorer
-
 from lite_jax.core.errors import UserError
 
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
@@ -45,7 +43,10 @@ def split_sentences(text: str) -> list[str]:
   return [s.strip() for s in _SENTENCE_END.split(text.strip()) if s.strip()]
 
 
-def _scorer() -> rouge_scorer.RougeScorer:
+def _scorer():
+  # Imported here: rouge-score pulls in nltk and scipy.stats (seconds), which every process
+  # that imports `lite_jax.lite_transformer` would otherwise pay for.
+  from rouge_score import rouge_scorer  # pylint: disable=g-import-not-at-top
   return rouge_scorer.RougeScorer(list(_TYPES), use_stemmer=True)
 
 
