@@ -125,6 +125,7 @@ class SpectralConv(nn.Module):
     return y
 
 
+@jax.jit  # one program for all kernels (eagerly: a few XLA ops per kernel shape)
 def remove_spectral_norm(variables: dict[str, Any]) -> dict[str, Any]:
   """`torch.nn.utils.remove_spectral_norm` on every `SpectralConv` of a variables dict: each
   kernel divided by its `sigma` (from the stored `u`, `v`, no further iteration), and the

@@ -110,10 +110,15 @@ def state_maker(hparams: ml_collections.ConfigDict, steps_per_epoch: int, key: j
   settings = (hparams.beta1, hparams.beta2, hparams.nepochs, hparams.nepochs_decay,
               steps_per_epoch)
   tx_g, tx_d = _adam(hparams.lr, *settings), _adam(hparams.lr_d or hparams.lr, *settings)
-  return lambda generator, discriminator, aux: GanState(
-      step=jnp.zeros((), jnp.int32), generator=generator, discriminator=discriminator,
-      g_opt=tx_g.init(generator), d_opt=tx_d.init(discriminator), key=key, aux=aux, tx_g=tx_g,
-      tx_d=tx_d)
+
+  @jax.jit  # one program: eagerly, Adam's zeros would compile one XLA op per weight shape
+  def make_state(generator, discriminator, aux):
+    return GanState(
+        step=jnp.zeros((), jnp.int32), generator=generator, discriminator=discriminator,
+        g_opt=tx_g.init(generator), d_opt=tx_d.init(discriminator), key=key, aux=aux,
+        tx_g=tx_g, tx_d=tx_d)
+
+  return make_state
 
 
 def has_epochs(hparams: ml_collections.ConfigDict) -> bool:

@@ -264,8 +264,10 @@ def _finetune(ctx: _Context, trained, masks) -> core.LoopResult:
   optim.update({"schedule": "cosine", "learning_rate": c.learning_rate, "warmup_steps": 0,
                 "total_updates": c.finetune_updates})
   tx, schedule = core.make_optimizer(optim)
-  initial = core.TrainState.create(sparsity.apply_masks(trained, masks), tx,
-                                   core.stream_key(config.seed, 2))
+  dropout_key = core.stream_key(config.seed, 2)
+  # One compiled program (eagerly, the optimizer's zeros compile one XLA op per weight shape).
+  initial = jax.jit(lambda params, masks: core.TrainState.create(
+      sparsity.apply_masks(params, masks), tx, dropout_key))(trained, masks)
   mesh = ctx.setup.mesh
   batches = translation.make_batches(
       ctx.task.splits["train"], ctx.task.tokenizer, batch_tokens=config.data.batch_tokens,
