@@ -38,12 +38,13 @@ import tempfile
 
 import pytest
 
+from tests.devices import xla_flags
+
 TEST_PROCESS_DEVICES = 8
 PIPELINE_DEVICES = 2
 FAST_COMPILE = ("--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true "
                 "--xla_cpu_use_fusion_emitters=false")
-DEVICE_FLAG = "--xla_force_host_platform_device_count={}"
-os.environ.setdefault("XLA_FLAGS", f"{DEVICE_FLAG.format(TEST_PROCESS_DEVICES)} {FAST_COMPILE}")
+os.environ.setdefault("XLA_FLAGS", xla_flags(TEST_PROCESS_DEVICES, FAST_COMPILE))
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR",
                       os.path.join(tempfile.gettempdir(), "lite_jax_test_compile_cache"))
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
@@ -84,6 +85,5 @@ def _pipelines_on_two_devices(request):
 
   with pytest.MonkeyPatch.context() as patch:
     patch.setattr(mesh, "from_config", from_config)
-    patch.setenv("XLA_FLAGS", os.environ["XLA_FLAGS"].replace(
-        DEVICE_FLAG.format(TEST_PROCESS_DEVICES), DEVICE_FLAG.format(PIPELINE_DEVICES)))
+    patch.setenv("XLA_FLAGS", xla_flags(PIPELINE_DEVICES))
     yield

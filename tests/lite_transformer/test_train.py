@@ -19,6 +19,7 @@ from data import tokenizer as tokenizer_lib
 from experiments.configs import wmt_lite
 from lite_jax import core
 from lite_jax.lite_transformer import EncoderDecoder, greedy_decode, train
+from tests import devices
 from tests.notebooks.notebook_runner import count_images, execute, snapshot
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -306,9 +307,7 @@ def _two_processes(workdir, *flags) -> tuple[dict, str]:
   CPU device each (the fixture's 2 devices); returns process 0's result line (None: it
   printed none) and both processes' stderr."""
   port = _free_port()
-  env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=re.sub(
-      r"--xla_force_host_platform_device_count=\d+", "--xla_force_host_platform_device_count=1",
-      os.environ["XLA_FLAGS"]))
+  env = devices.environment(1, JAX_PLATFORMS="cpu")
   processes = [subprocess.Popen(
       [sys.executable, "-m", "experiments.wmt_lite",
        "--config=experiments/configs/wmt_lite.py:tiny", f"--workdir={workdir}", *flags,

@@ -10,7 +10,6 @@ the first one compiles.
 
 import json
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -30,6 +29,7 @@ from lite_jax import pvcnn
 from lite_jax.core import count_params, read_metrics
 from lite_jax.core import export as portable
 from lite_jax.pvcnn import train
+from tests import devices
 from tests.notebooks.notebook_runner import count_images, execute, snapshot
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -40,8 +40,7 @@ STEPS_PER_EPOCH = 4  # tiny: 32 shapes, batch 8
 def subprocess_env() -> dict[str, str]:
   """The test session's environment (its compilation cache and fast-compile flags) on one CPU
   device: these tests check command lines, not sharding."""
-  return dict(os.environ, XLA_FLAGS=re.sub(r"--xla_force_host_platform_device_count=\d+", "",
-                                           os.environ["XLA_FLAGS"]))
+  return devices.environment(1)
 
 
 @pytest.fixture(scope="module")
