@@ -7,6 +7,10 @@ import os
 import re
 
 _DEVICE_FLAG = "--xla_force_host_platform_device_count"
+# Modules whose meshes need 8 devices: the 2-device session skips them and
+# tests/test_eight_devices.py runs them in a session of their own.
+EIGHT_DEVICE_MODULES = ("tests/lite_transformer/test_sharding.py",
+                        "tests/kernels/test_sharded.py")
 
 
 def xla_flags(devices: int, flags: str | None = None) -> str:

@@ -7,6 +7,7 @@ super-network, and the user errors. The layers (spectral norm, VGG19) are in
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import os
 import shutil
@@ -83,7 +84,9 @@ def test_distill_resumes_exactly_and_compiles_once(run, monkeypatch):
 
   def counting_make_step(*args, **kwargs):
     step = make_step(*args, **kwargs)
-    return lambda *step_args: traces.append(1) or step(*step_args)
+    # Named as the step it wraps: the name is part of the compilation cache's key, so the
+    # resumed run loads the program the fixture compiled instead of compiling it again.
+    return functools.wraps(step)(lambda *step_args: traces.append(1) or step(*step_args))
 
   monkeypatch.setattr(spade_recipe, "make_step", counting_make_step)
   pipeline.distill(config, workdir)

@@ -12,8 +12,6 @@ from experiments.configs import wmt_lite
 from lite_jax import core
 from lite_jax.lite_transformer import EncoderDecoder, train
 
-pytestmark = pytest.mark.all_devices
-
 
 def _flagfile_overrides(name: str) -> dict[str, str]:
   with open(f"experiments/flags/sharding_{name}.flags", encoding="utf-8") as f:

@@ -2,6 +2,7 @@
 quickstart notebook, top to bottom on a copy of the finished tiny run (it evaluates, not
 retrains)."""
 
+import functools
 import json
 import os
 import re
@@ -100,12 +101,12 @@ def trained(tmp_path_factory):
   stopped after 4 steps (a copy of it as it stopped, for the two-process resume) and resumed;
   the train step's traces are counted (it must compile once per bucket shape)."""
   traces = []
+  train_step = train.train_step
 
+  @functools.wraps(train_step)  # its name keys the compilation cache the launchers share
   def counted_step(state, batch, **kwargs):
     traces.append(batch["src"].shape)  # runs only while tracing
     return train_step(state, batch, **kwargs)
-
-  train_step = train.train_step
   with pytest.MonkeyPatch.context() as patch:
     patch.setattr(train, "train_step", counted_step)
     full = str(tmp_path_factory.mktemp("full"))

@@ -23,12 +23,6 @@ from lite_jax.psd import train
 from tests.generated_launch import launch, tiny_config
 from tests.notebooks.notebook_runner import count_images, execute
 
-# The launcher resumes a run trained in process and must end bit-identical to it. On the
-# 2-device mesh of the other end-to-end files (tests/conftest.py) the last bits differed (PPD:
-# 1.5e-11 on 1.8e-4), whether the launcher saw 2 devices or 8 with `mesh.num_devices=2`; the
-# cause is not found. On all 8 devices both ends agree bit for bit, so this file keeps them.
-pytestmark = pytest.mark.all_devices
-
 STAGE1, STAGE2 = 4, 3  # tiny's stage 1; stage 2 lengthened so a stop falls inside it
 
 
