@@ -21,6 +21,7 @@ by name and reuses the rest:
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from typing import Any, Callable, Mapping, Sequence
 
@@ -64,10 +65,15 @@ def magnitude_mask(weight: jax.Array, sparsity: float) -> jax.Array:
   """
   if not 0.0 <= sparsity <= 1.0:
     raise ValueError(f"sparsity must be in [0, 1], got {sparsity}.")
-  pruned = round(sparsity * weight.size)
+  return _keep_all_but_smallest(weight, round(sparsity * weight.size))
+
+
+@jax.jit  # the count is traced: one program per weight shape serves every sparsity level
+def _keep_all_but_smallest(weight: jax.Array, pruned: jax.Array) -> jax.Array:
   order = jnp.argsort(jnp.abs(weight).ravel(), stable=True)
-  keep = jnp.ones(weight.size, bool).at[order[:pruned]].set(False)
-  return keep.reshape(weight.shape)
+  rank = jnp.zeros(weight.size, jnp.int32).at[order].set(jnp.arange(weight.size,
+                                                                    dtype=jnp.int32))
+  return (rank >= pruned).reshape(weight.shape)
 
 
 def magnitude_masks(params: Any, sparsities: Mapping[str, float]) -> dict[str, jax.Array]:
@@ -95,6 +101,11 @@ def quantize_weights(params: Any, names: Sequence[str] | Mapping[str, Any], bits
   Zeros stay zero, so a pruned tensor keeps its mask; the scale is not differentiated (the
   straight-through rounding is), so this can sit inside a quantization-aware training loss.
   """
+  return _quantize_named(params, tuple(sorted(names)), bits)
+
+
+@functools.partial(jax.jit, static_argnums=(1, 2))  # eagerly: a few XLA ops per leaf shape
+def _quantize_named(params: Any, names: tuple[str, ...], bits: int) -> Any:
   def quantize(name, x):
     if name not in names:
       return x
