@@ -7,8 +7,8 @@
   program compiled in an 8-device process was never found by a 2-device launcher. XLA:CPU
   also compiles for 8 devices ~1.8x slower and runs these tiny programs ~3x slower (cold
   cache, side by side on the 2-core VM: the GauGAN pipeline fixture took 173 s of CPU on 8
-  devices, 129 s on 2). The modules that need larger meshes (`EIGHT_DEVICE_MODULES`, up to
-  4 x 2) are skipped here and run by `tests/test_eight_devices.py` in a child session with 8.
+  devices, 129 s on 2). The modules that need larger meshes (`tests/devices.py`, up to 4 x 2)
+  are skipped here and run by `tests/test_eight_devices.py` in a child session with 8.
 - XLA:CPU without LLVM's expensive optimizations: the tests' programs are tiny, so compiling
   them is most of the suite's time, and these flags cut a GAN training step's compile from 23 s
   to 13 s while results stay within the tests' tolerances (launchers the tests start inherit
@@ -19,10 +19,13 @@
   convolutions and matmuls as precompiled library calls that these flags do not affect.
   On top of them, XLA:CPU's older (non-MLIR) fusion emitters: the GauGAN teacher step
   compiled in 12.0 s and 8.4 s with them against 17.4 s and 12.5 s without (two cold runs of
-  each, 2026-12-07), with the same loss to the last printed digit.
+  each, 2026-12-07), with the same loss to the last printed digit. Rounding does change: one
+  of the four seeded batch attacks in tests/leakage/test_batched.py stalls with them.
 - A persistent compilation cache shared by the tests and the launchers they start: the
   end-to-end tests compile the same tiny programs several times (fresh runs, resumed runs,
-  subprocesses), and compiling dominates their time on a 2-core machine.
+  subprocesses), and compiling dominates their time on a 2-core machine. Its key holds the
+  jitted function's name, so a test that wraps a step (to count its traces) names the wrapper
+  after it (`functools.wraps`), or the launchers that follow compile it again.
 - End-to-end files (marked `slow`) run first. The README's `-n 2 --dist loadfile` hands out
   whole files, and pytest-xdist (3.8) by default hands out the files with the most tests
   first, which puts the few-test end-to-end files (fixtures of one to a few minutes) last.
