@@ -3,7 +3,6 @@ exact resume of the distillation, the export round trip, FID, phase-order errors
 quickstart notebook on the finished pipeline. CycleGAN and the launcher have their own files, so
 the test processes share the work."""
 
-import functools
 import json
 import os
 import re
@@ -17,6 +16,7 @@ import pytest
 from experiments.configs import gan_compress as configs
 from lite_jax import core
 from lite_jax.gan_compression import pipeline, resnet_recipe, standalone
+from tests import tracing
 from tests.notebooks.notebook_runner import count_images, execute, snapshot
 
 pytestmark = pytest.mark.slow  # end to end (deselect with -m "not slow")
@@ -71,15 +71,7 @@ def test_distill_resumes_exactly_and_compiles_once(run, monkeypatch):
   steps = sorted(int(s) for s in os.listdir(checkpoints) if s.isdigit())
   assert steps[-2:] == [4, 8]
   shutil.rmtree(os.path.join(checkpoints, "8"))
-  traces = []
-  make_step = resnet_recipe.make_step
-
-  def counting_make_step(*args, **kwargs):
-    step = make_step(*args, **kwargs)
-    # The wrapped step's name: it keys the compilation cache, so the fixture's program loads.
-    return functools.wraps(step)(lambda *step_args: traces.append(1) or step(*step_args))
-
-  monkeypatch.setattr(resnet_recipe, "make_step", counting_make_step)
+  traces = tracing.count_traces(monkeypatch, resnet_recipe, "make_step")
   pipeline.distill(config, workdir)
   assert len(traces) == 1
   resumed = pipeline.finished_state(recipe, workdir, task, "supernet")

@@ -7,7 +7,6 @@ super-network, and the user errors. The layers (spectral norm, VGG19) are in
 from __future__ import annotations
 
 import copy
-import functools
 import json
 import os
 import shutil
@@ -22,6 +21,7 @@ from experiments.configs import gan_compress as configs
 from lite_jax import core, gan_compression
 from lite_jax.core import export as portable
 from lite_jax.gan_compression import pipeline, recipe, spade, spade_recipe, standalone, vgg
+from tests import tracing
 from tests.gan_compression.test_spade_layers import NARROW_VGG, _vgg_state_dict
 
 pytestmark = pytest.mark.slow  # end to end (deselect with -m "not slow")
@@ -79,16 +79,7 @@ def test_distill_resumes_exactly_and_compiles_once(run, monkeypatch):
   steps = sorted(int(s) for s in os.listdir(checkpoints) if s.isdigit())
   assert steps[-2:] == [4, 8]
   shutil.rmtree(os.path.join(checkpoints, "8"))
-  traces = []
-  make_step = spade_recipe.make_step
-
-  def counting_make_step(*args, **kwargs):
-    step = make_step(*args, **kwargs)
-    # Named as the step it wraps: the name is part of the compilation cache's key, so the
-    # resumed run loads the program the fixture compiled instead of compiling it again.
-    return functools.wraps(step)(lambda *step_args: traces.append(1) or step(*step_args))
-
-  monkeypatch.setattr(spade_recipe, "make_step", counting_make_step)
+  traces = tracing.count_traces(monkeypatch, spade_recipe, "make_step")
   pipeline.distill(config, workdir)
   assert len(traces) == 1
   resumed = pipeline.finished_state(gaugan, workdir, task, "supernet")
