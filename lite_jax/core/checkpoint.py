@@ -33,14 +33,16 @@ REPLICA_PARALLEL_MIN_BYTES = 16 * 2**20
 
 
 def _type_handlers() -> ocp.type_handlers.TypeHandlerRegistry:
-  """Orbax's standard numeric and string handlers, with `REPLICA_PARALLEL_MIN_BYTES`."""
-  scalar = ocp.type_handlers.ScalarHandler()
-  return ocp.type_handlers.create_type_handler_registry(
-      (int, scalar), (float, scalar), (bytes, scalar), (np.number, scalar),
-      (np.ndarray, ocp.type_handlers.NumpyHandler()),
-      (jax.Array, ocp.type_handlers.ArrayHandler(
-          min_slice_bytes_for_replica_parallel=REPLICA_PARALLEL_MIN_BYTES)),
-      (str, ocp.type_handlers.StringHandler()))
+  """Orbax's default handlers, except that a `jax.Array` whose per-replica slice is under
+  `REPLICA_PARALLEL_MIN_BYTES` is written whole by one replica."""
+  handlers = {ty: ocp.type_handlers.get_type_handler(ty)
+              for ty in ocp.type_handlers.supported_types()}
+  # The threshold is a constructor argument, so the array handler is a new one; it takes the
+  # default's array-metadata store (no public accessor), which the constructor's default drops.
+  handlers[jax.Array] = ocp.type_handlers.ArrayHandler(
+      min_slice_bytes_for_replica_parallel=REPLICA_PARALLEL_MIN_BYTES,
+      array_metadata_store=getattr(handlers[jax.Array], "_array_metadata_store", None))
+  return ocp.type_handlers.create_type_handler_registry(*handlers.items())
 
 
 def _flat_by_name(tree: Any) -> dict[str, Any]:
@@ -164,7 +166,7 @@ class Checkpointer:
             state=ocp.args.PyTreeRestore(
                 abstract_state,
                 restore_args=ocp.checkpoint_utils.construct_restore_args(abstract_state)),
-                                      data=ocp.args.JsonRestore()))
+            data=ocp.args.JsonRestore()))
     return restored["state"], dict(restored["data"] or {})
 
   def restore_latest(self, abstract_state: Any) -> tuple[Any, dict[str, Any]] | None:

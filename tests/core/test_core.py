@@ -245,7 +245,8 @@ def test_sharded_state_follows_the_rules_table():
 def test_small_replicated_arrays_are_saved_without_compiling_slices(tmp_path, monkeypatch,
                                                                    caplog, min_bytes):
   """Below `REPLICA_PARALLEL_MIN_BYTES` per replica one replica writes a replicated array whole:
-  orbax's replica-parallel split (forced here with 0) compiles an eager `slice` per shape."""
+  orbax's replica-parallel split (forced here with 0) compiles an eager `slice` per shape.
+  Otherwise the layout is orbax's default one, its per-array metadata included."""
   from lite_jax.core import checkpoint  # pylint: disable=g-import-not-at-top
   if min_bytes is not None:
     monkeypatch.setattr(checkpoint, "REPLICA_PARALLEL_MIN_BYTES", min_bytes)
@@ -260,6 +261,7 @@ def test_small_replicated_arrays_are_saved_without_compiling_slices(tmp_path, mo
       restored, _ = ckpt.restore(1, core.abstract_like(state))
   slices = [r for r in caplog.records if "Compiling jit(slice)" in r.getMessage()]
   assert (len(slices) == 0) == (min_bytes is None), [r.getMessage() for r in slices]
+  assert (tmp_path / "1" / "state" / "array_metadatas").is_dir()
   for name, array in state.items():
     np.testing.assert_array_equal(restored[name], array)
     assert restored[name].sharding.is_equivalent_to(replicated, array.ndim)
