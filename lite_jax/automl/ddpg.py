@@ -233,7 +233,8 @@ class DDPG:
     return DDPGState(
         actor=actor, critic=critic,
         actor_target=actor, critic_target=critic,
-        actor_opt=self._actor_tx.init(actor), critic_opt=self._critic_tx.init(critic),
+        actor_opt=core.init_optimizer(self._actor_tx, actor),
+        critic_opt=core.init_optimizer(self._critic_tx, critic),
         baseline=jnp.zeros((), jnp.float32), num_updates=jnp.zeros((), jnp.int32),
         replay=replay, key=key)
 

@@ -498,7 +498,7 @@ def search_state(supernet: SuperNet, variables: Any, tx: optax.GradientTransform
   base = training.state_from_variables(variables, tx, dropout_key)
   alpha = jnp.zeros(supernet.mask.shape, jnp.float32)
   return SearchState(**{f.name: getattr(base, f.name) for f in dataclasses.fields(base)},
-                     alpha=alpha, alpha_opt_state=alpha_tx.init(alpha),
+                     alpha=alpha, alpha_opt_state=core.init_optimizer(alpha_tx, alpha),
                      ref_ms=jnp.float32(ref_ms), searching=jnp.bool_(searching),
                      alpha_tx=alpha_tx)
 

@@ -42,6 +42,7 @@ from flax import linen as nn
 
 from lite_jax.core.errors import UserError
 from lite_jax.core.export import Spec
+from lite_jax.core.train import init_optimizer
 from lite_jax.gan_compression import layers
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
@@ -111,12 +112,11 @@ def state_maker(hparams: ml_collections.ConfigDict, steps_per_epoch: int, key: j
               steps_per_epoch)
   tx_g, tx_d = _adam(hparams.lr, *settings), _adam(hparams.lr_d or hparams.lr, *settings)
 
-  @jax.jit  # one program: eagerly, Adam's zeros would compile one XLA op per weight shape
   def make_state(generator, discriminator, aux):
     return GanState(
         step=jnp.zeros((), jnp.int32), generator=generator, discriminator=discriminator,
-        g_opt=tx_g.init(generator), d_opt=tx_d.init(discriminator), key=key, aux=aux,
-        tx_g=tx_g, tx_d=tx_d)
+        g_opt=init_optimizer(tx_g, generator),
+        d_opt=init_optimizer(tx_d, discriminator), key=key, aux=aux, tx_g=tx_g, tx_d=tx_d)
 
   return make_state
 

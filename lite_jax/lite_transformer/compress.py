@@ -265,9 +265,8 @@ def _finetune(ctx: _Context, trained, masks) -> core.LoopResult:
                 "total_updates": c.finetune_updates})
   tx, schedule = core.make_optimizer(optim)
   dropout_key = core.stream_key(config.seed, 2)
-  # One compiled program (eagerly, the optimizer's zeros compile one XLA op per weight shape).
-  initial = jax.jit(lambda params, masks: core.TrainState.create(
-      sparsity.apply_masks(params, masks), tx, dropout_key))(trained, masks)
+  initial = core.TrainState.create(jax.jit(sparsity.apply_masks)(trained, masks), tx,
+                                   dropout_key)
   mesh = ctx.setup.mesh
   batches = translation.make_batches(
       ctx.task.splits["train"], ctx.task.tokenizer, batch_tokens=config.data.batch_tokens,
