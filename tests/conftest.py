@@ -9,18 +9,23 @@
   cache, side by side on the 2-core VM: the GauGAN pipeline fixture took 173 s of CPU on 8
   devices, 129 s on 2). The modules that need larger meshes (`tests/devices.py`, up to 4 x 2)
   are skipped here and run by `tests/test_eight_devices.py` in a child session with 8.
-- XLA:CPU without LLVM's expensive optimizations: the tests' programs are tiny, so compiling
-  them is most of the suite's time, and these flags cut a GAN training step's compile from 23 s
-  to 13 s while results stay within the tests' tolerances (launchers the tests start inherit
-  them through the environment). Run time does not undo the gain: four of the slowest files
+- XLA:CPU without LLVM's expensive optimizations (`JAX_DISABLE_MOST_OPTIMIZATIONS`: LLVM -O0
+  and no expensive passes): the tests' programs are tiny, so compiling them is most of the
+  suite's time, and this cuts a GAN training step's compile from 23 s to 13 s while results
+  stay within the tests' tolerances (launchers the tests start inherit it through the
+  environment). Run time does not undo the gain for most files: four of the slowest files
   (SPADE training, Lite Transformer train and compress, HAQ), each cold-cache on a shared
   2-core VM, took 712 s user CPU in all with both flags, 902 s with only the LLVM one and
   925 s with neither (each file was fastest with both), likely because XLA:CPU runs
   convolutions and matmuls as precompiled library calls that these flags do not affect.
-  On top of them, XLA:CPU's older (non-MLIR) fusion emitters: the GauGAN teacher step
+  On top of that, XLA:CPU's older (non-MLIR) fusion emitters: the GauGAN teacher step
   compiled in 12.0 s and 8.4 s with them against 17.4 s and 12.5 s without (two cold runs of
   each, 2026-12-07), with the same loss to the last printed digit. Rounding does change: one
   of the four seeded batch attacks in tests/leakage/test_batched.py stalls with them.
+  Run time does undo the gain for long loops of element-wise work: the vmapped 16x16 DLG
+  attack (40 L-BFGS steps) ran 24.2 s unoptimized and 1.6 s optimized, for 2.0 against 3.6 s of
+  compiling. Such a test compiles under `tests.devices.optimized()`. Whole notebooks and
+  launchers are compile-bound even there (the leakage notebook: 39 s as is, 52 s optimized).
 - A persistent compilation cache shared by the tests and the launchers they start: the
   end-to-end tests compile the same tiny programs several times (fresh runs, resumed runs,
   subprocesses), and compiling dominates their time on a 2-core machine. Its key holds the
@@ -43,9 +48,12 @@ import pytest
 from tests.devices import EIGHT_DEVICE_MODULES, xla_flags
 
 TEST_DEVICES = 2
-FAST_COMPILE = ("--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true "
-                "--xla_cpu_use_fusion_emitters=false")
+FAST_COMPILE = "--xla_cpu_use_fusion_emitters=false"
 os.environ.setdefault("XLA_FLAGS", xla_flags(TEST_DEVICES, FAST_COMPILE))
+# XLA:CPU at LLVM -O0 without its expensive passes (`--xla_backend_optimization_level=0
+# --xla_llvm_disable_expensive_passes=true`), set through jax so that `devices.optimized()` can
+# lift it for the programs of a test whose time is running them.
+os.environ.setdefault("JAX_DISABLE_MOST_OPTIMIZATIONS", "1")
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR",
                       os.path.join(tempfile.gettempdir(), "lite_jax_test_compile_cache"))
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")

@@ -11,6 +11,7 @@ from experiments.configs import dlg as dlg_configs
 from lite_jax import leakage
 from lite_jax.core.errors import UserError as leakage_user_error
 from lite_jax.leakage import attacks, experiment, lbfgs
+from tests import devices
 
 RNG = np.random.default_rng(0)
 
@@ -70,6 +71,7 @@ def test_one_iteration_per_outer_step_does_not_restart():
 
 
 @pytest.fixture(scope="module")
+@devices.optimized()  # its time is running the attack's loops, not compiling them
 def per_sample_attacks():
   """A batch of 2 synthetic 8x8 images behind one LeNet gradient, attacked with iDLG labels
   and the per-sample schedule, 4 seeds vmapped: the module's one compiled attack."""

@@ -9,6 +9,7 @@ import pytest
 from lite_jax import leakage
 from lite_jax.core import UserError
 from lite_jax.leakage import attacks, lbfgs
+from tests import devices
 
 RNG = np.random.default_rng(0)
 
@@ -188,6 +189,7 @@ def test_lbfgs_safeguard_rejects_a_step_into_nan():
   np.testing.assert_allclose(safe_state.best_x, [1.0, 1.0], atol=1e-3)
 
 
+@devices.optimized()  # 40 L-BFGS steps: unoptimized, 24 s to run what compiles in 2 s
 def test_dlg_recovers_images_and_labels_for_two_seeds_vmapped():
   """The reference setting shrunk to 16x16 (the 32x32, 10-seed check is the launcher's)."""
   victim = leakage.make_victim("lenet", jax.random.PRNGKey(0), input_shape=(16, 16, 3),
