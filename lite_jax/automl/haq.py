@@ -284,7 +284,8 @@ def quantize_state(setup: Setup, config, fp32: ClassifierState, policy: Policy,
   # Fresh buffers: training steps donate their state, and `fp32` must outlive them.
   trainable = jax.tree.map(jnp.array, {"model": params, "clips": clips})
   return ClassifierState(step=jnp.zeros((), jnp.int32), params=trainable, tx=tx,
-                         opt_state=core.init_optimizer(tx, trainable), dropout_key=jnp.array(fp32.dropout_key),
+                         opt_state=core.init_optimizer(tx, trainable),
+                         dropout_key=jnp.array(fp32.dropout_key),
                          batch_stats=jax.tree.map(jnp.array, fp32.batch_stats), bits=bits,
                          codebooks=codebooks)
 

@@ -83,7 +83,8 @@ def state_from_variables(variables: Any, tx: optax.GradientTransformation,
   """An unquantized state at step 0 holding copies of `variables` (params, batch_stats)."""
   trainable = jax.tree.map(jnp.array, {"model": variables["params"], "clips": {}})
   return ClassifierState(step=jnp.zeros((), jnp.int32), params=trainable, tx=tx,
-                         opt_state=core.init_optimizer(tx, trainable), dropout_key=jnp.array(dropout_key),
+                         opt_state=core.init_optimizer(tx, trainable),
+                         dropout_key=jnp.array(dropout_key),
                          batch_stats=jax.tree.map(jnp.array, variables["batch_stats"]))
 
 
