@@ -25,6 +25,12 @@ Choices beyond the reference [code], each ours:
 - `layer_stride` (4, the reference's; 2 or 1) and `motion_kernels` (reference 9, 9, 5, 5) let a
   small image keep the reference's proportions of layer cell, cross-convolution kernel and
   local motion to the image; at 32 px they did not help (`lite_jax/psd/README.md`, run s1).
+- `mask_eps` (the reference's 1e-4 by default) in the part masks: with perfect parts, the
+  structure is learned with 1 and not with 1e-4, because a still or absent child's mask is its
+  residual motion over its own tiny maximum, i.e. the whole frame (`lite_jax/psd/README.md`,
+  "Diagnostic").
+- `decode(layers=...)` and `object_layers`: the true objects' maps in place of the image
+  encoder's layers, a diagnostic of the decoders and the structure step with perfect parts.
 - The U-Net has `unet_levels` levels with inner widths ngf * min(2^i, 8), which is the
   reference's layout at 7 levels (it has at least 5 whatever `num_layers` says; ours has exactly
   `unet_levels`, so reduced presets may use 3).
@@ -432,18 +438,53 @@ def _safe_norm(v: jax.Array) -> jax.Array:
   return jnp.where(positive, jnp.sqrt(jnp.where(positive, sq, 1.0)), 0.0)
 
 
-def part_masks(motions: jax.Array) -> jax.Array:
-  """Soft part masks `|m_k| / (max |m_k| + 1e-4)`, the maximum over pixels detached [code].
+def part_masks(motions: jax.Array, eps: float = MASK_EPS) -> jax.Array:
+  """Soft part masks `|m_k| / (max |m_k| + eps)`, the maximum over pixels detached [code].
 
   Args:
     motions: `[B, L, H, W, 2]`.
+    eps: the reference's 1e-4 by default.
 
   Returns:
     `[B, L, H, W]` in [0, 1).
   """
   norm = _safe_norm(motions)
   peak = jax.lax.stop_gradient(jnp.max(norm, axis=(2, 3), keepdims=True))
-  return norm / (peak + MASK_EPS)
+  return norm / (peak + eps)
+
+
+OBJECT_LAYERS = ("objects", "objects_shared")
+
+
+def object_layers(object_ids: np.ndarray, num_latents: int, stride: int, source: str
+                  ) -> np.ndarray:
+  """Ground-truth part maps of Shapes scenes, to decode in place of the image encoder's
+  layers (`PSD.decode(layers=...)`): a diagnostic of the decoders with perfect parts (ours).
+
+  Args:
+    object_ids: int `[B, H, W]`, 0 background, 1 circle, 2 square, 3 triangle (topmost).
+    num_latents: L >= 3; layers 3.. are zero.
+    stride: the model's `layer_stride`; each map is averaged over stride x stride cells.
+    source: `objects`: layer k is object k + 1 (circle, square, triangle), what stage 2's
+      structure composes; `objects_shared`: layer 0 is every object (the children move with
+      the circle, so without a structure one layer carries that shared motion), 1 the square,
+      2 the triangle: the ideal stage-1 decomposition.
+
+  Returns:
+    float32 `[B, H / stride, W / stride, L]`.
+  """
+  ids = np.asarray(object_ids)
+  if source not in OBJECT_LAYERS:
+    raise UserError(f"object layers are 'objects' or 'objects_shared', got {source!r}.")
+  if num_latents < 3:
+    raise UserError(f"object layers need num_latents >= 3 (one per object), got "
+                    f"{num_latents}.")
+  first = ids > 0 if source == "objects_shared" else ids == 1
+  maps = np.stack([first, ids == 2, ids == 3], -1).astype(np.float32)
+  b, h, w, _ = maps.shape
+  maps = maps.reshape(b, h // stride, stride, w // stride, stride, 3).mean(axis=(2, 4))
+  zeros = np.zeros(maps.shape[:3] + (num_latents - 3,), np.float32)
+  return np.concatenate([maps, zeros], axis=-1)
 
 
 def signed_max(motions: jax.Array) -> jax.Array:
@@ -518,6 +559,8 @@ class PSD(nn.Module):
     depthwise_impl: the motion decoders' depthwise convs and the cross convolution: `auto`
       (shifted multiply-adds on CPU, XLA's grouped convolution elsewhere) or `conv` (XLA's
       grouped convolution everywhere). Same parameters, same function.
+    mask_eps: the part masks' `|m_k| / (max |m_k| + mask_eps)`, 100x flow units (reference
+      1e-4).
     dtype, param_dtype: compute and storage dtypes.
 
   Variables: `params` (with `params["structure"]: [L, L]`, S, init -10) and `batch_stats`
@@ -531,6 +574,7 @@ class PSD(nn.Module):
   layer_stride: int = 4
   motion_kernels: tuple[int, ...] = MOTION_DECODER_KERNELS
   depthwise_impl: str = "auto"
+  mask_eps: float = MASK_EPS
   dtype: Any = jnp.float32
   param_dtype: Any = jnp.float32
 
@@ -569,12 +613,13 @@ class PSD(nn.Module):
 
   def __call__(self, image1: jax.Array, flow: jax.Array, *,
                dimensions: Sequence[int] | None = None, train: bool,
-               sample: bool = True) -> dict[str, jax.Array]:
+               sample: bool = True, layers: jax.Array | None = None) -> dict[str, jax.Array]:
     """Encode the flow, decode it back through the parts.
 
     Args:
       image1: `[B, H, W, 3]` in [0, 1].
       flow: `[B, H, W, 2]` in image-width units (the raw data flow).
+      layers: as in `decode` (given layers instead of the image encoder's).
       dimensions: active latent dims; given, the structural descriptor runs and the motion
         encoder is frozen (stage 2).
       train: BatchNorm on batch statistics (updating `batch_stats`) rather than running ones.
@@ -597,10 +642,10 @@ class PSD(nn.Module):
       eps = jax.random.normal(self.make_rng("latent"), mean.shape, mean.dtype)
       z = mean + eps * jnp.exp(log_var / 2)
     return {"mean": mean, "log_var": log_var, "z": z,
-            **self.decode(image1, z, dimensions=dimensions, train=train)}
+            **self.decode(image1, z, dimensions=dimensions, train=train, layers=layers)}
 
   def decode(self, image1: jax.Array, z: jax.Array, *, dimensions: Sequence[int] | None = None,
-             train: bool = False) -> dict[str, jax.Array]:
+             train: bool = False, layers: jax.Array | None = None) -> dict[str, jax.Array]:
     """Decode given latents (traversals, aggregate-posterior samples).
 
     Args:
@@ -608,6 +653,10 @@ class PSD(nn.Module):
       z: `[B, L]`.
       dimensions: active dims for the structural descriptor (None: flow = sum of motions).
       train: as in `__call__`.
+      layers: `[B, H/s, W/s, L]` part maps to use instead of the image encoder's (None: the
+        encoder's), e.g. `object_layers` of the true objects, which bounds what the kernel and
+        motion decoders and the structure step can do with perfect parts (the encoder does
+        not run; the U-Net still sees image1).
 
     Returns:
       `z: [B, L]`, `kernels: [B, L, 5, 5]`, `layers: [B, H/s, W/s, L]` (image encoder maps,
@@ -622,11 +671,19 @@ class PSD(nn.Module):
     allowed = structure_mask(dimensions, self.num_latents)  # validates before tracing further
     image1 = image1.astype(self.dtype)
     kernels = self.kernel_decoder(z, train)
-    layers = self.image_encoder(image1, train)
+    if layers is None:
+      layers = self.image_encoder(image1, train)
+    else:
+      cells = self.image_size // self.layer_stride
+      expected = (image1.shape[0], cells, cells, self.num_latents)
+      if layers.shape != expected:
+        raise UserError(f"layers must be {list(expected)} (batch, image_size / layer_stride "
+                        f"twice, num_latents), got {list(layers.shape)}.")
+      layers = layers.astype(self.dtype)
     moved = cross_convolution(layers, kernels, impl=self.depthwise_impl)
     moved = upsample_nearest(moved, self.image_size // layers.shape[1])
     motions = self.motion_decoder(moved, train)
-    masks = part_masks(motions)
+    masks = part_masks(motions, self.mask_eps)
     if dimensions is None:
       flow = jnp.sum(motions, axis=1)
     else:

@@ -267,3 +267,54 @@ def test_bad_layer_grid_options_are_one_sentence_errors(kwargs, message):
   with pytest.raises(UserError, match=message):
     jax.eval_shape(lambda: model.init({"params": jax.random.key(0)}, jnp.zeros((1, 32, 32, 3)),
                                       jnp.zeros((1, 32, 32, 2)), train=False, sample=False))
+
+
+def test_given_layers_replace_the_image_encoders(tiny):
+  """`decode(layers=...)` uses the given maps in place of the image encoder's: its own layers
+  give back the same outputs, other maps other motions."""
+  model, variables, image1, _, _, z = tiny
+  decode = jax.jit(lambda v, z, layers: model.apply(v, image1, z, layers=layers,
+                                                    method=psd.PSD.decode))
+  own = model.apply(variables, image1, method=lambda m, x: m.image_encoder(x, False))
+  base, same = decode(variables, z, None), decode(variables, z, own)
+  for key in ("layers", "motions", "flow", "masks"):
+    np.testing.assert_allclose(same[key], base[key], rtol=1e-6, atol=1e-6)
+  other = decode(variables, z, own[:, :, ::-1])
+  assert np.abs(np.asarray(other["motions"]) - np.asarray(base["motions"])).max() > 1e-3
+  with pytest.raises(UserError, match=r"layers must be \[3, 8, 8, 8\]"):
+    decode(variables, z, own[:, :4])
+
+
+def test_object_layers_are_the_true_objects_pooled_to_the_layer_grid():
+  ids = np.zeros((1, 4, 4), np.int32)
+  ids[0, :2, :2] = 1  # circle: the top-left 2x2 cell
+  ids[0, 2:, 2:] = 2  # square: bottom-right
+  ids[0, 0, 3] = 3  # triangle: one pixel of the top-right cell
+  objects = psd.object_layers(ids, 4, 2, "objects")
+  assert objects.shape == (1, 2, 2, 4) and objects.dtype == np.float32
+  np.testing.assert_array_equal(objects[0, ..., 0], [[1, 0], [0, 0]])
+  np.testing.assert_array_equal(objects[0, ..., 1], [[0, 0], [0, 1]])
+  np.testing.assert_array_equal(objects[0, ..., 2], [[0, 0.25], [0, 0]])
+  np.testing.assert_array_equal(objects[0, ..., 3], 0)
+  shared = psd.object_layers(ids, 4, 2, "objects_shared")  # layer 0: every object
+  np.testing.assert_array_equal(shared[0, ..., 0], [[1, 0.25], [0, 1]])
+  np.testing.assert_array_equal(shared[..., 1:], objects[..., 1:])
+  with pytest.raises(UserError, match="num_latents >= 3"):
+    psd.object_layers(ids, 2, 2, "objects")
+  with pytest.raises(UserError, match="'objects' or 'objects_shared'"):
+    psd.object_layers(ids, 4, 2, "image")
+
+
+def test_mask_eps_keeps_a_still_layer_out_of_the_masks():
+  """With the reference's eps a layer that barely moves (an absent or still child) still gets a
+  full mask, so the structure step paints its parent's motion over the frame; a larger eps
+  leaves its mask near 0 and the moving layer's unchanged (`model.mask_eps`)."""
+  motions = np.zeros((1, 2, 4, 4, 2), np.float32)
+  motions[0, 0, :2, :2] = (3.0, 4.0)  # a moving part: |m| = 5 on a quarter of the frame
+  motions[0, 1] = 1e-3  # a still layer's residual motion everywhere
+  reference = np.asarray(psd.part_masks(jnp.asarray(motions)))
+  assert reference[0, 1].min() > 0.9  # the whole frame
+  masks = np.asarray(psd.part_masks(jnp.asarray(motions), eps=1.0))
+  assert masks[0, 1].max() < 0.01
+  np.testing.assert_allclose(masks[0, 0, :2, :2], 5 / 6, rtol=1e-6)
+  np.testing.assert_array_equal(masks[0, 0, 2:], 0)
