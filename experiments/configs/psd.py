@@ -67,6 +67,13 @@ def get_config(preset: str = "demo") -> ml_collections.ConfigDict:
   # Depthwise convs: 'auto' = shifted multiply-adds on CPU (faster steps), XLA's grouped conv
   # elsewhere; 'conv' = always the grouped conv (compiles ~3x faster on CPU: the tests' choice).
   c.model.depthwise_impl = "auto"
+  # The part maps the decoders see: 'image' (the image encoder's: the model), or a diagnostic
+  # (ours) with the true objects' maps instead: 'objects' (circle, square, triangle),
+  # 'objects_shared' (every object, square, triangle: the ideal stage 1) or 'objects_staged'
+  # (each stage's ideal: objects_shared, then objects). Generated Shapes data only.
+  c.model.layers = "image"
+  # Part masks |m_k| / (max |m_k| + mask_eps) (100x flow units); the reference's eps is 1e-4.
+  c.model.mask_eps = 1e-4
 
   # `lite_jax.psd.losses.LossWeights` (its docstring gives each term's source and reduction).
   c.loss = ml_collections.ConfigDict()

@@ -22,6 +22,11 @@ The pipeline of one workdir, each step resumable and skipped when already done:
 
 Training batches are a pure function of (seed, step) (`grain.MapDataset`), so each stage
 resumes bit-exactly; `train.steps_per_run` counts the steps of both stages in one run.
+
+`model.layers` other than `image` (a diagnostic, ours) replaces the image encoder's layers by
+the true objects' maps (`model.object_layers`) everywhere the model runs: training, the
+posterior, evaluation and pictures. The JSON line then says what the decoders and the
+structure step reach with perfect parts, next to the model's own.
 """
 
 from __future__ import annotations
@@ -45,10 +50,14 @@ from lite_jax import core
 from lite_jax.core.errors import UserError
 from lite_jax.psd import losses, metrics
 from lite_jax.psd import visualize as pictures
-from lite_jax.psd.model import PSD, aggregate_posterior_sample, structure_mask
+from lite_jax.psd.model import (OBJECT_LAYERS, PSD, aggregate_posterior_sample, object_layers,
+                                structure_mask)
 
 STAGES = ("stage1", "stage2")
 OBJECT_NAMES = ("circle", "square", "triangle")
+# `model.layers`: the image encoder's (the model), or the true objects' (a diagnostic);
+# `objects_staged` is each stage's ideal: `objects_shared` in stage 1, `objects` in stage 2.
+LAYER_SOURCES = ("image",) + OBJECT_LAYERS + ("objects_staged",)
 # Top-level parameter collections frozen in each stage (see the module docstring).
 STRUCTURE = "structure"
 MOTION_ENCODER = "motion_encoder"
@@ -66,10 +75,14 @@ class TrainState(core.TrainState):
 
 def build_model(config: ml_collections.ConfigDict) -> PSD:
   m = config.model
+  if m.layers not in LAYER_SOURCES:
+    raise UserError(f"--config.model.layers must be one of {', '.join(LAYER_SOURCES)}, got "
+                    f"{m.layers!r}.")
   return PSD(num_latents=m.num_latents, image_size=config.data.image_size,
              unet_features=m.unet_features, unet_levels=m.unet_levels,
              width_scale=m.width_scale, layer_stride=m.layer_stride,
-             motion_kernels=tuple(m.motion_kernels), depthwise_impl=m.depthwise_impl)
+             motion_kernels=tuple(m.motion_kernels), depthwise_impl=m.depthwise_impl,
+             mask_eps=m.mask_eps)
 
 
 def loss_weights(config: ml_collections.ConfigDict) -> Any:
@@ -116,8 +129,34 @@ def load_split(config: ml_collections.ConfigDict, workdir: str, split: str) -> S
   return examples
 
 
-def _model_inputs(example: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-  return {k: example[k] for k in ("image1", "image2", "flow")}
+def given_layers(config: ml_collections.ConfigDict, batch: dict[str, np.ndarray], stage: int
+                 ) -> np.ndarray | None:
+  """The part maps to decode instead of the image encoder's (`model.layers`), or None.
+
+  Args:
+    batch: with `object_ids` `[B, H, W]`.
+    stage: 1 or 2 (`objects_staged` differs between them).
+  """
+  source = config.model.layers
+  if source == "image":
+    return None
+  if source == "objects_staged":
+    source = "objects_shared" if stage == 1 else "objects"
+  ids = np.asarray(batch["object_ids"])
+  if np.any(ids < 0):
+    raise UserError(f"--config.model.layers={config.model.layers} needs per-pixel object "
+                    f"ids, which only the generated Shapes data has "
+                    f"(config.data.source='shapes').")
+  return object_layers(ids, config.model.num_latents, config.model.layer_stride, source)
+
+
+def _model_inputs(config: ml_collections.ConfigDict, stage: int, example: dict[str, np.ndarray]
+                  ) -> dict[str, np.ndarray]:
+  inputs = {k: example[k] for k in ("image1", "image2", "flow")}
+  layers = given_layers(config, {"object_ids": np.asarray(example["object_ids"])[None]}, stage)
+  if layers is not None:
+    inputs["layers"] = layers[0]
+  return inputs
 
 
 def training_batches(train: Sequence[dict], config: ml_collections.ConfigDict, stage: int
@@ -128,7 +167,8 @@ def training_batches(train: Sequence[dict], config: ml_collections.ConfigDict, s
     raise UserError(f"the training split ({len(train)} scenes) is smaller than one batch "
                     f"({config.train.batch_size}); raise config.data.num_train.")
   return (grain.MapDataset.source(train).seed(config.seed * 2 + stage).shuffle().repeat(None)
-          .map(_model_inputs).batch(config.train.batch_size, drop_remainder=True))
+          .map(functools.partial(_model_inputs, config, stage))
+          .batch(config.train.batch_size, drop_remainder=True))
 
 
 def _labels(params: Any, stage: int) -> Any:
@@ -236,8 +276,8 @@ def make_train_step(model: PSD, weights: Any, dimensions: tuple[int, ...] | None
     def loss_fn(params):
       outputs, updates = model.apply(
           {"params": params, "batch_stats": state.batch_stats}, batch["image1"], batch["flow"],
-          dimensions=dimensions, train=True, sample=True, rngs={"latent": state.step_key()},
-          mutable=["batch_stats"])
+          layers=batch.get("layers"), dimensions=dimensions, train=True, sample=True,
+          rngs={"latent": state.step_key()}, mutable=["batch_stats"])
       loss, step_metrics = losses.psd_loss(outputs, batch, params, weights,
                                            dimensions=dimensions)
       return loss, (step_metrics, updates["batch_stats"])
@@ -400,8 +440,12 @@ def _batches(examples: Sequence[dict], count: int, batch_size: int
 
 
 def _forward(s: Setup, dimensions: tuple[int, ...] | None) -> Callable:
-  """`(variables, image1, flow) -> outputs` in eval mode with the posterior mean."""
-  return _jitted_apply(s.model, dimensions, "forward")
+  """`(variables, batch) -> outputs` in eval mode with the posterior mean, from the batch's
+  `image1` and `flow` (and its `object_ids` when `model.layers` asks for them)."""
+  apply = _jitted_apply(s.model, dimensions, "forward")
+  stage = 1 if dimensions is None else 2
+  return lambda variables, batch: apply(variables, batch["image1"], batch["flow"],
+                                        given_layers(s.config, batch, stage))
 
 
 @functools.cache
@@ -409,10 +453,10 @@ def _jitted_apply(model: PSD, dimensions: tuple[int, ...] | None, what: str) -> 
   """One jitted eval-mode program per (model, dimensions): the forward pass with the
   posterior mean, or `PSD.decode` of given latents."""
   if what == "decode":
-    return jax.jit(lambda v, image1, z: model.apply(v, image1, z, dimensions=dimensions,
-                                                    train=False, method=PSD.decode))
-  return jax.jit(lambda v, image1, flow: model.apply(v, image1, flow, dimensions=dimensions,
-                                                     train=False, sample=False))
+    return jax.jit(lambda v, image1, z, layers: model.apply(
+        v, image1, z, dimensions=dimensions, train=False, layers=layers, method=PSD.decode))
+  return jax.jit(lambda v, image1, flow, layers: model.apply(
+      v, image1, flow, dimensions=dimensions, train=False, sample=False, layers=layers))
 
 
 def posterior(s: Setup, variables: dict, examples: Sequence[dict], count: int
@@ -421,7 +465,7 @@ def posterior(s: Setup, variables: dict, examples: Sequence[dict], count: int
   forward = _forward(s, None)
   means, log_vars = [], []
   for rows, batch in _batches(examples, count, s.config.eval.batch_size):
-    out = forward(variables, batch["image1"], batch["flow"])
+    out = forward(variables, batch)
     means.append(np.asarray(out["mean"])[:rows])
     log_vars.append(np.asarray(out["log_var"])[:rows])
   return np.concatenate(means), np.concatenate(log_vars)
@@ -434,7 +478,7 @@ def _validation_hook(s: Setup, validation: Sequence[dict], dimensions: tuple[int
     forward = _forward(s, dimensions)
     errors, count = [], min(len(validation), s.config.eval.num_examples)
     for rows, batch in _batches(validation, count, s.config.eval.batch_size):
-      out = forward(_variables(state), batch["image1"], batch["flow"])
+      out = forward(_variables(state), batch)
       errors.append(_epe_per_scene(np.asarray(out["flow"])[:rows] / 100.0,
                                    batch["flow"][:rows], s.config.data.image_size))
     return {"validation_flow_epe": float(np.mean(np.concatenate(errors)))}
@@ -472,7 +516,7 @@ def evaluate_state(s: Setup, state: TrainState, dimensions: tuple[int, ...],
   masks, ids, pred_flow, true_flow, image_l1, copy_l1 = [], [], [], [], [], []
   for rows, batch in core.progress(_batches(test, count, config.eval.batch_size),
                                    total=-(-count // config.eval.batch_size), desc="test"):
-    out = jax.device_get(forward(variables, batch["image1"], batch["flow"]))
+    out = jax.device_get(forward(variables, batch))
     masks.append(np.asarray(out["masks"])[:rows][:, list(dimensions)])
     ids.append(batch["object_ids"][:rows])
     pred_flow.append(np.asarray(out["flow"])[:rows] / 100.0)  # 100x units -> image widths
@@ -572,7 +616,9 @@ def visualize(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]
   _, batch = next(_batches(test, count, batch_size))
   bank = np.load(os.path.join(workdir, "posterior.npz"))
   variables = _variables(state)
-  out = jax.device_get(_forward(s, dims)(variables, batch["image1"], batch["flow"]))
+  out = jax.device_get(_forward(s, dims)(variables, batch))
+  layers = given_layers(config, batch, 2)
+  repeat = lambda a, n, times: None if a is None else np.repeat(a[:n], times, 0)
   folder = os.path.join(workdir, "pictures")
   os.makedirs(folder, exist_ok=True)
   decode = _decoder(s, variables, dims)
@@ -590,8 +636,8 @@ def visualize(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]
   z = np.repeat(out["mean"][:1], len(dims) * steps, 0).reshape(len(dims), steps, -1)
   for row, d in enumerate(dims):
     z[row, :, d] = np.linspace(low[d], high[d], steps)
-  decoded = decode(np.repeat(batch["image1"][:1], len(dims) * steps, 0),
-                   z.reshape(len(dims) * steps, -1))
+  decoded = decode(repeat(batch["image1"], 1, len(dims) * steps),
+                   z.reshape(len(dims) * steps, -1), repeat(layers, 1, len(dims) * steps))
   flows = decoded["flow"].reshape(len(dims), steps, *decoded["flow"].shape[1:])
   images = np.clip(decoded["image"], 0.0, 1.0).reshape(flows.shape[:-1] + (3,))
   paths = [
@@ -603,7 +649,7 @@ def visualize(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]
   z = np.asarray(aggregate_posterior_sample(jnp.asarray(bank["mean"]),
                                             jnp.asarray(bank["log_var"]),
                                             jax.random.PRNGKey(config.seed), count * steps))
-  decoded = decode(np.repeat(batch["image1"][:count], steps, 0), z)
+  decoded = decode(repeat(batch["image1"], count, steps), z, repeat(layers, count, steps))
   sampled = decoded["flow"].reshape(count, steps, *decoded["flow"].shape[1:])
   paths.append(pictures.save_traversals(os.path.join(folder, "samples.png"),
                                         pictures.flow_to_rgb(sampled), tuple(range(count))))
@@ -627,18 +673,20 @@ def visualize(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]
 
 def _decoder(s: Setup, variables: dict, dims: tuple[int, ...]
              ) -> Callable[[np.ndarray, np.ndarray], dict[str, np.ndarray]]:
-  """`(image1 [n, H, W, 3], z [n, L]) -> PSD.decode` outputs (eval mode) for any n, run in
-  batches of `eval.batch_size` (one compiled program)."""
+  """`(image1 [n, H, W, 3], z [n, L], layers [n, h, w, L] or None) -> PSD.decode` outputs
+  (eval mode) for any n, run in batches of `eval.batch_size` (one compiled program)."""
   decode = _jitted_apply(s.model, dims, "decode")
   size = s.config.eval.batch_size
 
-  def run(image1: np.ndarray, z: np.ndarray) -> dict[str, np.ndarray]:
+  def run(image1: np.ndarray, z: np.ndarray, layers: np.ndarray | None
+          ) -> dict[str, np.ndarray]:
     parts = []
     for start in range(0, len(z), size):
       rows = min(size, len(z) - start)
-      pad = lambda a: np.concatenate([a[start:start + rows],
-                                      np.repeat(a[start:start + 1], size - rows, 0)])
-      out = jax.device_get(decode(variables, pad(image1), pad(np.asarray(z, np.float32))))
+      pad = lambda a: None if a is None else np.concatenate(
+          [a[start:start + rows], np.repeat(a[start:start + 1], size - rows, 0)])
+      out = jax.device_get(decode(variables, pad(image1), pad(np.asarray(z, np.float32)),
+                                  pad(layers)))
       parts.append({k: np.asarray(v)[:rows] for k, v in out.items()})
     return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 

@@ -231,3 +231,20 @@ def test_the_notebook_runs_and_prints_the_evaluation(runs, tmp_path, monkeypatch
     evaluation = json.load(f)
   assert f"part IoU {evaluation['part_iou']:.3f}" in text
   assert count_images(outputs) >= 6  # the data, then the five pictures of `visualize`
+
+
+def test_a_bad_layers_option_or_data_without_object_ids_is_one_sentence():
+  config = psd_config.get_config("tiny")
+  config.model.layers = "masks"
+  with pytest.raises(core.UserError, match="model.layers must be one of image, objects, "):
+    train.build_model(config)
+  config.model.layers = "objects"
+  with pytest.raises(core.UserError, match="needs per-pixel object ids"):
+    train.given_layers(config, {"object_ids": -np.ones((1, 16, 16), np.int32)}, 1)
+  squares = {"object_ids": np.full((2, 16, 16), 2, np.int32)}
+  layers = train.given_layers(config, squares, 1)
+  assert layers.shape == (2, 4, 4, 4) and np.all(layers[..., 1] == 1)
+  assert np.all(layers[..., 0] == 0)  # 'objects': layer 0 is the circle only
+  config.model.layers = "objects_staged"  # stage 1: layer 0 is every object; stage 2: the circle
+  assert np.all(train.given_layers(config, squares, 1)[..., 0] == 1)
+  assert np.all(train.given_layers(config, squares, 2)[..., 0] == 0)
